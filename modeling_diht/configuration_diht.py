@@ -1,0 +1,142 @@
+"""Configuration of DiHT models.
+
+DiHT (Radenovic et al., "Filtering, Distillation, and Hard Negatives for Vision-Language Pre-Training", CVPR 2023,
+https://arxiv.org/abs/2301.02280) uses OpenAI CLIP's architecture unchanged, with plain GELU instead of QuickGELU.
+The sub-configurations therefore reuse transformers' CLIP field names, so a dict written for `CLIPTextConfig` or
+`CLIPVisionConfig` configures DiHT's towers too.
+"""
+
+from __future__ import annotations
+
+import math
+
+from transformers import CLIPTextConfig, CLIPVisionConfig, PreTrainedConfig
+
+
+class DiHTTextConfig(CLIPTextConfig):
+    r"""Text tower of DiHT: a causal transformer over OpenAI CLIP BPE tokens, pooled at the end-of-text token.
+
+    Accepts every field of [`~transformers.CLIPTextConfig`]; the defaults are those of the released DiHT models
+    (12 layers, width 512, 8 heads, context 77, vocabulary 49408, plain GELU, padding with token 0 as OpenAI's
+    tokenizer does). `eos_token_id` is the token whose first occurrence is pooled.
+    """
+
+    model_type = "diht_text_model"
+    base_config_key = "text_config"
+
+    hidden_act: str = "gelu"  # DiHT checkpoints use nn.GELU, not CLIP's QuickGELU
+    pad_token_id: int | None = 0  # OpenAI's `clip.tokenize` pads with 0
+    bos_token_id: int | None = 49406  # <|startoftext|>
+    eos_token_id: int | list[int] | None = 49407  # <|endoftext|>
+
+
+class DiHTVisionConfig(CLIPVisionConfig):
+    r"""Image tower of DiHT: a pre-LayerNorm ViT with a class token, `ln_pre`, and `ln_post` on the class token.
+
+    Accepts every field of [`~transformers.CLIPVisionConfig`]; the defaults are ViT-B/16 at 224 px with plain GELU.
+    """
+
+    model_type = "diht_vision_model"
+    base_config_key = "vision_config"
+
+    patch_size: int | list[int] | tuple[int, int] | None = 16
+    hidden_act: str = "gelu"
+
+
+class DiHTConfig(PreTrainedConfig):
+    r"""Configuration of a [`DiHTModel`]: two towers, a shared embedding space, the HN-NCE loss and concept heads.
+
+    Args:
+        text_config (`dict` or `DiHTTextConfig`, *optional*): the text tower, with CLIP's field names.
+        vision_config (`dict` or `DiHTVisionConfig`, *optional*): the image tower, with CLIP's field names.
+        projection_dim (`int`, defaults to 512): size of the joint embedding space.
+        logit_scale_init_value (`float`, defaults to ln(1/0.07) ≈ 2.6593): initial value of the *log* of the logit
+            scale, as in CLIP (temperature 0.07).
+        hn_nce_alpha (`float`, defaults to 1.0): weight α of the positive in the HN-NCE denominator (α=1, β=0 is
+            CLIP's InfoNCE; α=0 the decoupled variant). The paper's value is not published; 1.0 follows the
+            third-party ports (see PAPERS.md §1.2).
+        hn_nce_beta (`float`, defaults to 0.5): hardness β of the negative re-weighting, w_ij ∝ exp(β S_ij). Not
+            published either; 0.5 follows the third-party ports.
+        concept_head_sizes (`dict[str, int]`, *optional*): one linear concept-distillation head per entry, named by
+            the key, predicting that many concepts from the pooled image-tower output. Empty, `None` or a size of 0
+            means no head; released DiHT checkpoints carry none.
+        initializer_factor (`float`, defaults to 1.0): scale of the initialisation, as in CLIP.
+
+    Example:
+        >>> from modeling_diht import DiHTConfig, DiHTModel
+        >>> config = DiHTConfig.from_preset("diht_vitb32_224px")
+        >>> model = DiHTModel(config)  # randomly initialised DiHT B/32
+    """
+
+    model_type = "diht"
+    sub_configs_defaults = {"text_config": DiHTTextConfig, "vision_config": DiHTVisionConfig}
+
+    text_config: dict | DiHTTextConfig | None = None
+    vision_config: dict | DiHTVisionConfig | None = None
+    projection_dim: int = 512
+    logit_scale_init_value: float = math.log(1 / 0.07)  # CLIP's temperature 0.07
+    hn_nce_alpha: float = 1.0
+    hn_nce_beta: float = 0.5
+    concept_head_sizes: dict[str, int] | None = None
+    initializer_factor: float = 1.0
+
+    def __post_init__(self, **kwargs):
+        super().__post_init__(**kwargs)
+        if self.concept_head_sizes:
+            for name, size in self.concept_head_sizes.items():
+                if not isinstance(size, int) or size < 0:
+                    raise ValueError(f"concept_head_sizes[{name!r}] must be a non-negative int, got {size!r}")
+
+    @property
+    def concept_heads(self) -> dict[str, int]:
+        """The concept heads that exist: the entries of `concept_head_sizes` with a positive size."""
+        return {name: size for name, size in (self.concept_head_sizes or {}).items() if size > 0}
+
+    @classmethod
+    def from_preset(cls, name: str, **kwargs) -> DiHTConfig:
+        """Build the configuration of one of the four released DiHT architectures.
+
+        Args:
+            name: one of `DIHT_PRESETS` (`diht_vitb32_224px`, `diht_vitb16_224px`, `diht_vitl14_224px`,
+                `diht_vitl14_336px`), the names of the official checkpoints.
+            **kwargs: fields of `DiHTConfig` that override the preset (e.g. `concept_head_sizes`).
+
+        Returns:
+            The configuration, with OpenAI CLIP's token ids and plain GELU.
+        """
+        if name not in DIHT_PRESETS:
+            raise ValueError(f"Unknown DiHT preset {name!r}; choose one of {sorted(DIHT_PRESETS)}")
+        preset = DIHT_PRESETS[name]
+        return cls(
+            text_config=dict(preset["text_config"]),
+            vision_config=dict(preset["vision_config"]),
+            projection_dim=preset["projection_dim"],
+            **kwargs,
+        )
+
+
+def _text(width: int, heads: int) -> dict:
+    return {"hidden_size": width, "intermediate_size": 4 * width, "num_hidden_layers": 12, "num_attention_heads": heads}
+
+
+def _vision(width: int, layers: int, heads: int, image_size: int, patch_size: int) -> dict:
+    return {
+        "hidden_size": width,
+        "intermediate_size": 4 * width,
+        "num_hidden_layers": layers,
+        "num_attention_heads": heads,
+        "image_size": image_size,
+        "patch_size": patch_size,
+    }
+
+
+# The released architectures, identical to open_clip's ViT-B-32, ViT-B-16, ViT-L-14 and ViT-L-14-336
+# (facebookresearch/diht configs; PAPERS.md §1.1).
+DIHT_PRESETS: dict[str, dict] = {
+    "diht_vitb32_224px": {"text_config": _text(512, 8), "vision_config": _vision(768, 12, 12, 224, 32), "projection_dim": 512},
+    "diht_vitb16_224px": {"text_config": _text(512, 8), "vision_config": _vision(768, 12, 12, 224, 16), "projection_dim": 512},
+    "diht_vitl14_224px": {"text_config": _text(768, 12), "vision_config": _vision(1024, 24, 16, 224, 14), "projection_dim": 768},
+    "diht_vitl14_336px": {"text_config": _text(768, 12), "vision_config": _vision(1024, 24, 16, 336, 14), "projection_dim": 768},
+}
+
+__all__ = ["DIHT_PRESETS", "DiHTConfig", "DiHTTextConfig", "DiHTVisionConfig"]

@@ -1,0 +1,48 @@
+"""Distribution `diht-cosmo`: DiHT and COSMO vision-language pre-training for the Hugging Face ecosystem."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+# Ranges are the versions the test suite ran with (see README, "Tested with").
+INSTALL_REQUIRES = [
+    "torch>=2.13,<2.15",
+    "transformers>=5.23,<6",
+    "datasets>=5.2,<6",
+    "accelerate>=1.15,<2",
+    "peft>=0.21,<0.22",
+    "evaluate>=0.4.6,<0.5",
+    "huggingface_hub>=2.4,<3",
+    "timm>=1.0.31,<2",
+    "safetensors>=0.8,<1",
+    "tokenizers>=0.23,<1",
+    "pillow>=10",
+    "numpy>=1.26",
+]
+
+EXTRAS_REQUIRE = {
+    # open_clip is the peer implementation the equivalence tests and benchmarks compare against, and it carries
+    # OpenAI's CLIP BPE file; it needs torchvision, whose wheel must match the installed torch.
+    "dev": ["pytest>=8,<10", "open_clip_torch>=3.3,<4", "torchvision>=0.29.1,<0.30", "matplotlib>=3.8,<4"],
+    # deepspeed 0.19.8 crashes on 0-dim parameters such as `logit_scale`.
+    "deepspeed": ["deepspeed>=0.16,!=0.19.8,<0.20"],
+    "curation": ["spacy>=3.7,<4", "textblob>=0.18,<1", "rapidocr>=3,<4", "onnxruntime>=1.20,<2"],
+}
+
+setup(
+    name="diht-cosmo",
+    version="0.1.0",
+    description="DiHT (HN-NCE, CAT filtering, concept distillation) and COSMO for transformers, datasets and accelerate",
+    long_description=Path(__file__).with_name("README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.11",
+    packages=["modeling_diht"],
+    install_requires=INSTALL_REQUIRES,
+    extras_require=EXTRAS_REQUIRE,
+    classifiers=[
+        "Programming Language :: Python :: 3",
+        "License :: OSI Approved :: Apache Software License",
+        "Topic :: Scientific/Engineering :: Artificial Intelligence",
+    ],
+)
