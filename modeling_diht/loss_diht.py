@@ -1,0 +1,344 @@
+"""HN-NCE, the hard-negative contrastive loss of DiHT, dense and tiled.
+
+DiHT (Radenovic et al., "Filtering, Distillation, and Hard Negatives for Vision-Language Pre-Training", CVPR 2023,
+https://arxiv.org/abs/2301.02280) trains CLIP with HN-NCE instead of InfoNCE. For a batch of B pairs with logits
+S_ij = logit_scale * I_i . T_j, the image-to-text loss of row i is
+
+    L_i = -log[ e^{S_ii} / ( alpha e^{S_ii} + sum_{j!=i} w_ij e^{S_ij} ) ],
+    w_ij = (B-1) e^{beta S_ij} / sum_{k!=i} e^{beta S_ik}          (the B-1 weights of a row average 1),
+
+and text-to-image is the same on S^T. alpha=1, beta=0 is InfoNCE; alpha=0 drops the positive from the denominator
+(the "decoupled" variant); beta>0 up-weights hard negatives. The paper's alpha and beta are not confirmed; 1 and 0.5
+are the defaults of the third-party ports. e^{S} overflows float32 at logit scale 100, so the loss is computed in
+log space from two log-sum-exps per row, A_i = LSE_{j!=i}((1+beta) S_ij) and C_i = LSE_{j!=i}(beta S_ij):
+
+    L_i = logaddexp(log alpha + S_ii, log(B-1) + A_i - C_i) - S_ii,
+
+with every statistic kept relative to the largest negative, so that nothing of size logit_scale gets rounded. Being
+sums, both statistics can be accumulated tile by tile: `hn_nce_loss(..., chunk_size=c)` does so in blocks of c rows,
+forward and backward, and never holds the B x B logits. This is the idea of Inf-CL (Cheng et al., "Breaking the
+Memory Barrier: Near Infinite Batch Size Scaling for Contrastive Loss", https://arxiv.org/abs/2410.17243), applied
+to HN-NCE. Gradient of one row s with positive i (D the denominator, p_pos = alpha e^{s_i} / D, p_neg = 1 - p_pos,
+a = softmax_{j!=i}((1+beta) s), c = softmax_{j!=i}(beta s)):
+
+    dL/ds_i = -p_neg,    dL/ds_j = p_neg ((1+beta) a_j - beta c_j)    (weights detached: p_neg a_j).
+"""
+
+import math
+from typing import Optional, Union
+
+import torch
+
+__all__ = ["hn_nce_loss", "hn_nce_per_row"]
+
+
+def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
+    # Half-precision logits lose the loss in rounding: compute in float32 (float64 stays float64, for gradcheck).
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _check_weights(alpha: float, beta: float) -> None:
+    if alpha < 0 or beta < 0:
+        raise ValueError(f"HN-NCE needs alpha >= 0 and beta >= 0, got alpha={alpha}, beta={beta}.")
+
+
+def _relative_lse(negatives: torch.Tensor, factor: float, row_max: torch.Tensor) -> torch.Tensor:
+    """Row LSE of `factor * (negatives - row_max)`, `(b, B) -> (b,)`; the exp runs in place."""
+    shifted = torch.add(row_max * -factor, negatives, alpha=factor)  # (b, B) factor * (x - max) <= 0
+    return shifted.exp_().sum(1).log()
+
+
+def _loss_from_statistics(
+    max_minus_positive: torch.Tensor,
+    lse_a: torch.Tensor,
+    lse_c: Optional[torch.Tensor],
+    num_negatives: int,
+    alpha: float,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-anchor loss and log-odds u from statistics relative to the negatives' max m (`lse_c=None`: beta = 0).
+
+    With A = (1+beta) m + A' and C = beta m + C', the weighted negatives over the positive are e^u with
+    u = log(B-1) + A - C - S_ii = log(B-1) + (m - S_ii) + A' - C', and L = log(alpha + e^u), log p_neg = u - L.
+    Every term of u is a difference of nearby numbers, so nothing of size logit_scale is rounded.
+    """
+    u = max_minus_positive + lse_a
+    if lse_c is not None:
+        u = u - lse_c + math.log(num_negatives)
+    if alpha == 0:
+        return u, u
+    return torch.logaddexp(u, u.new_tensor(math.log(alpha))), u
+
+
+def hn_nce_per_row(
+    logits: torch.Tensor,
+    positive_index: torch.Tensor,
+    alpha: float = 1.0,
+    beta: float = 0.5,
+    detach_weights: bool = False,
+) -> torch.Tensor:
+    """HN-NCE loss of each row of a rectangular logit matrix (dense, plain autograd).
+
+    Row r is one anchor; column `positive_index[r]` is its positive and all B-1 other columns are its negatives, with
+    hard-negative weights normalised over those B-1. This is the building block of `hn_nce_loss` (called on S and
+    S^T) and of a data-parallel "local loss", where each rank holds b of its own rows against all B gathered columns.
+
+    Args:
+        logits: `(b, B)` scaled similarities, B >= 2. Half-precision logits are computed in float32.
+        positive_index: `(b,)` integer column of each row's positive.
+        alpha: weight of the positive in the denominator (0 = decoupled contrastive loss).
+        beta: hardness of the negative weighting (0 = uniform weights, i.e. InfoNCE when alpha = 1).
+        detach_weights: treat the weights w_ij as constants: no gradient flows through them.
+
+    Returns:
+        `(b,)` per-row losses, in the dtype of `logits`.
+
+    References:
+        Radenovic et al., "Filtering, Distillation, and Hard Negatives for Vision-Language Pre-Training",
+        CVPR 2023, https://arxiv.org/abs/2301.02280.
+
+    Example:
+        >>> logits = torch.randn(3, 8)
+        >>> hn_nce_per_row(logits, torch.tensor([4, 5, 6]), alpha=1.0, beta=0.5).shape
+        torch.Size([3])
+    """
+    if logits.dim() != 2 or logits.shape[1] < 2:
+        raise ValueError(f"logits must be (b, B) with B >= 2 columns, got shape {tuple(logits.shape)}.")
+    if positive_index.shape != logits.shape[:1]:
+        raise ValueError(
+            f"positive_index must be ({logits.shape[0]},) for logits {tuple(logits.shape)}, "
+            f"got shape {tuple(positive_index.shape)}."
+        )
+    _check_weights(alpha, beta)
+    x = logits.to(_compute_dtype(logits.dtype))
+    index = positive_index.to(device=x.device, dtype=torch.long).view(-1, 1)  # (b, 1)
+    positive = x.gather(1, index).squeeze(1)  # (b,)
+    negatives = x.scatter(1, index, float("-inf"))  # (b, B), the positive masked out of every LSE
+    with torch.no_grad():
+        row_max = negatives.amax(1, keepdim=True)  # (b, 1) shift of the LSEs, a constant for autograd
+    lse_c = None
+    if beta == 0:
+        lse_a = _relative_lse(negatives, 1.0, row_max)
+    elif detach_weights:
+        # Value (1+beta)(x - max) with the gradient of x alone: the e^{beta x} of the weights is a constant.
+        with torch.no_grad():
+            shift = negatives * beta - row_max * (1 + beta)  # (b, B)
+            lse_c = _relative_lse(negatives, beta, row_max)
+        lse_a = (negatives + shift).exp_().sum(1).log()
+    else:
+        lse_a = _relative_lse(negatives, 1 + beta, row_max)
+        lse_c = _relative_lse(negatives, beta, row_max)
+    loss, _ = _loss_from_statistics(row_max.squeeze(1) - positive, lse_a, lse_c, logits.shape[1] - 1, alpha)
+    return loss.to(logits.dtype)
+
+
+def _blocks(n: int, chunk_size: int) -> list[tuple[int, int]]:
+    """Row blocks of `chunk_size` rows, none of one row (its masked diagonal would fill a column of the block)."""
+    starts = list(range(0, n, max(chunk_size, 2)))
+    if len(starts) > 1 and n - starts[-1] == 1:
+        starts.pop()  # the last block takes the lone row
+    return list(zip(starts, starts[1:] + [n]))
+
+
+class _TiledHNNCE(torch.autograd.Function):
+    """Both directions of HN-NCE in row blocks: O(B) saved statistics, O(chunk * B) working memory.
+
+    Statistics are kept relative to the negatives' max of each row and (running, online) of each column, and the
+    backward recomputes exactly those differences, so its exps match the forward's normalisers to rounding.
+    """
+
+    @staticmethod
+    def forward(ctx, image_embeds, text_embeds, logit_scale, alpha, beta, detach_weights, chunk_size):
+        dtype = _compute_dtype(image_embeds.dtype)
+        images, texts = image_embeds.to(dtype), text_embeds.to(dtype)  # (B, D)
+        scale = logit_scale.detach().to(dtype).reshape(())
+        n = images.shape[0]
+        blocks = _blocks(n, chunk_size)
+        dots = (images * texts).sum(1)  # (B,) I_i . T_i
+        positive = scale * dots  # (B,) S_ii
+        factors = (1 + beta, beta) if beta > 0 else (1.0,)
+        row_max = torch.empty(n, dtype=dtype, device=images.device)
+        col_max = torch.full((n,), float("-inf"), dtype=dtype, device=images.device)
+        row_lse = [torch.empty_like(row_max) for _ in factors]  # LSE_j of factor * (S_ij - row_max_i)
+        col_lse = [torch.full_like(col_max, float("-inf")) for _ in factors]  # same over i, minus col_max_j
+        logits_buf = images.new_empty(max(stop - start for start, stop in blocks), n)
+        diff_buf, exp_buf = torch.empty_like(logits_buf), torch.empty_like(logits_buf)
+        for start, stop in blocks:
+            c = stop - start
+            logits = torch.mm(images[start:stop] * scale, texts.T, out=logits_buf[:c])  # (c, B)
+            logits.diagonal(start).fill_(float("-inf"))  # entries (r, start + r) are the positives
+            # Columns: online LSE, rescaled when this block raises a column's max (finite: blocks have >= 2 rows).
+            new_col_max = torch.maximum(col_max, logits.amax(0))  # (B,)
+            rescale = col_max - new_col_max  # (B,) <= 0
+            diff = torch.sub(logits, new_col_max, out=diff_buf[:c])  # (c, B)
+            for k, factor in enumerate(factors):
+                block_lse = torch.mul(diff, factor, out=exp_buf[:c]).exp_().sum(0).log_()  # (B,)
+                torch.logaddexp(col_lse[k].add_(rescale, alpha=factor), block_lse, out=col_lse[k])
+            col_max = new_col_max
+            # Rows: complete in this block.
+            row_max[start:stop] = logits.amax(1)  # finite: every row keeps B-1 >= 1 negatives
+            diff = logits.sub_(row_max[start:stop, None])  # (c, B)
+            for k, factor in enumerate(factors):
+                row_lse[k][start:stop] = torch.mul(diff, factor, out=exp_buf[:c]).exp_().sum(1).log_()
+
+        def direction(max_, lse):  # per-anchor loss and log p_neg
+            loss, u = _loss_from_statistics(max_ - positive, lse[0], lse[1] if beta > 0 else None, n - 1, alpha)
+            return loss, u - loss
+
+        row_loss, row_log_p_neg = direction(row_max, row_lse)
+        col_loss, col_log_p_neg = direction(col_max, col_lse)
+        loss = 0.5 * (row_loss.mean() + col_loss.mean())
+
+        # dL/dS_rj (j != r) is a sum of exp(factor * (S_rj - max) + bias) terms: the (1+beta)-term and (unless
+        # detached) the beta-term, of both directions. The biases hold log p_neg, the coefficient and 1 / (2B).
+        log_half_mean = -math.log(2 * n)  # d loss / d L_i = 1 / (2B)
+        a_coef = math.log(1.0 if detach_weights else 1 + beta)
+        biases = [
+            row_log_p_neg + (log_half_mean + a_coef) - row_lse[0],
+            col_log_p_neg + (log_half_mean + a_coef) - col_lse[0],
+        ]
+        if beta > 0 and not detach_weights:
+            biases += [
+                row_log_p_neg + (log_half_mean + math.log(beta)) - row_lse[1],
+                col_log_p_neg + (log_half_mean + math.log(beta)) - col_lse[1],
+            ]
+        diagonal_grad = -(row_log_p_neg.exp() + col_log_p_neg.exp()) / (2 * n)  # (B,) dL/dS_ii
+        ctx.save_for_backward(image_embeds, text_embeds, logit_scale, dots, diagonal_grad, row_max, col_max, *biases)
+        ctx.beta, ctx.blocks = beta, blocks
+        return loss
+
+    @staticmethod
+    def backward(ctx, grad_output):
+        with torch.autocast(grad_output.device.type, enabled=False):  # backward may run inside an AMP region
+            return _TiledHNNCE._backward(ctx, grad_output)
+
+    @staticmethod
+    def _backward(ctx, grad_output):
+        image_embeds, text_embeds, logit_scale, dots, diagonal_grad, row_max, col_max, *biases = ctx.saved_tensors
+        dtype = dots.dtype
+        images, texts = image_embeds.to(dtype), text_embeds.to(dtype)  # (B, D)
+        scale = logit_scale.detach().to(dtype).reshape(())
+        n, beta = images.shape[0], ctx.beta
+        # Exp terms as (is_row, factor, bias, sign): the beta-terms are subtracted.
+        terms = [(True, 1 + beta, biases[0], 1), (False, 1 + beta, biases[1], 1)]
+        if len(biases) == 4:
+            terms += [(True, beta, biases[2], -1), (False, beta, biases[3], -1)]
+
+        # Diagonal (positive) entries first: rank one, O(B D).
+        diag = (diagonal_grad * scale)[:, None]  # (B, 1)
+        grad_images = diag * texts  # (B, D)
+        grad_texts = diag * images  # (B, D)
+        grad_scale = (diagonal_grad * dots).sum()
+        logits_buf = images.new_empty(max(stop - start for start, stop in ctx.blocks), n)
+        col_diff_buf, grad_buf = torch.empty_like(logits_buf), torch.empty_like(logits_buf)
+        exp_buf = torch.empty_like(logits_buf) if len(terms) > 2 else None
+        for start, stop in ctx.blocks:
+            c = stop - start
+            scaled = images[start:stop] * scale  # (c, D)
+            logits = torch.mm(scaled, texts.T, out=logits_buf[:c])  # (c, B), recomputed as in forward
+            logits.diagonal(start).fill_(float("-inf"))  # the exp terms vanish on the diagonal
+            col_diff = torch.sub(logits, col_max, out=col_diff_buf[:c])  # (c, B)
+            row_diff = logits.sub_(row_max[start:stop, None])  # (c, B)
+            grad = grad_buf[:c]  # (c, B) dL/dS of the block, off-diagonal
+            for k, (is_row, factor, bias, sign) in enumerate(terms):
+                diff, bias = (row_diff, bias[start:stop, None]) if is_row else (col_diff, bias[None, :])
+                # The first term initialises grad; the last overwrites the column differences, no longer needed.
+                out = grad if k == 0 else col_diff if k == len(terms) - 1 else exp_buf[:c]
+                torch.add(bias, diff, alpha=factor, out=out).exp_()
+                if k > 0:
+                    grad.add_(out, alpha=sign)
+            grad_rows = grad @ texts  # (c, D)
+            grad_images[start:stop].addcmul_(grad_rows, scale)
+            grad_texts.addmm_(grad.T, scaled)
+            grad_scale += (grad_rows * images[start:stop]).sum()
+
+        grad_output = grad_output.to(dtype)
+        grad_scale_out = None
+        if ctx.needs_input_grad[2]:
+            grad_scale_out = (grad_scale * grad_output).to(logit_scale.dtype).reshape(logit_scale.shape)
+        return (
+            grad_images.mul_(grad_output).to(image_embeds.dtype),
+            grad_texts.mul_(grad_output).to(text_embeds.dtype),
+            grad_scale_out,
+            None,
+            None,
+            None,
+            None,
+        )
+
+
+def hn_nce_loss(
+    image_embeds: torch.Tensor,
+    text_embeds: torch.Tensor,
+    logit_scale: Union[float, torch.Tensor],
+    alpha: float = 1.0,
+    beta: float = 0.5,
+    *,
+    detach_weights: bool = False,
+    chunk_size: Optional[int] = None,
+) -> torch.Tensor:
+    """Symmetric HN-NCE loss of DiHT: the mean of the image-to-text and text-to-image losses.
+
+    With alpha=1, beta=0 it equals CLIP's loss, `(cross_entropy(S, arange) + cross_entropy(S.T, arange)) / 2`.
+    `chunk_size` switches to the tiled computation: same value and gradients, memory O(B * chunk_size) instead of
+    O(B^2), at the cost of recomputing the logits in the backward pass.
+
+    Args:
+        image_embeds: `(B, D)` L2-normalised image embeddings; row i pairs with row i of `text_embeds`.
+        text_embeds: `(B, D)` L2-normalised text embeddings.
+        logit_scale: the multiplier 1/tau, already exponentiated: a float or a one-element tensor (gradients flow
+            into it).
+        alpha: weight of the positive in the denominator (0 = decoupled contrastive loss). Not confirmed by the
+            paper; 1.0 is the third-party default.
+        beta: hardness of the negative weighting (0 = uniform). Not confirmed by the paper; 0.5 is the third-party
+            default.
+        detach_weights: treat the hard-negative weights as constants (no gradient through them); the paper does not
+            settle this.
+        chunk_size: rows per block of the tiled path (a block has at least 2 rows); `None` computes the dense
+            B x B logits with autograd.
+
+    Returns:
+        Scalar loss in the dtype of `image_embeds` (half-precision inputs are computed in float32).
+
+    References:
+        Radenovic et al., "Filtering, Distillation, and Hard Negatives for Vision-Language Pre-Training",
+        CVPR 2023, https://arxiv.org/abs/2301.02280. Tiling: Cheng et al., "Breaking the Memory Barrier: Near
+        Infinite Batch Size Scaling for Contrastive Loss", https://arxiv.org/abs/2410.17243.
+
+    Example:
+        >>> images = torch.nn.functional.normalize(torch.randn(8, 4), dim=-1)
+        >>> texts = torch.nn.functional.normalize(torch.randn(8, 4), dim=-1)
+        >>> dense = hn_nce_loss(images, texts, 100.0, alpha=1.0, beta=0.5)
+        >>> tiled = hn_nce_loss(images, texts, 100.0, alpha=1.0, beta=0.5, chunk_size=3)
+        >>> torch.allclose(dense, tiled)
+        True
+    """
+    if image_embeds.dim() != 2 or image_embeds.shape != text_embeds.shape:
+        raise ValueError(
+            "image_embeds and text_embeds must both be (B, D) with equal shapes, got "
+            f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}."
+        )
+    n = image_embeds.shape[0]
+    if n < 2:
+        raise ValueError(f"HN-NCE needs a batch of B >= 2 pairs (each anchor needs a negative), got B={n}.")
+    _check_weights(alpha, beta)
+    dtype = _compute_dtype(image_embeds.dtype)
+    if not torch.is_tensor(logit_scale):
+        logit_scale = torch.tensor(float(logit_scale), dtype=dtype, device=image_embeds.device)
+    if logit_scale.numel() != 1:
+        raise ValueError(f"logit_scale must be a float or a one-element tensor, got shape {tuple(logit_scale.shape)}.")
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of rows or None, got {chunk_size}.")
+
+    with torch.autocast(image_embeds.device.type, enabled=False):  # under AMP too, the logits stay float32
+        if chunk_size is None:
+            scale = logit_scale.to(dtype).reshape(())
+            logits = (image_embeds.to(dtype) * scale) @ text_embeds.to(dtype).T  # (B, B) S_ij
+            target = torch.arange(n, device=logits.device)
+            image_to_text = hn_nce_per_row(logits, target, alpha, beta, detach_weights).mean()
+            text_to_image = hn_nce_per_row(logits.T, target, alpha, beta, detach_weights).mean()
+            loss = 0.5 * (image_to_text + text_to_image)
+        else:
+            loss = _TiledHNNCE.apply(
+                image_embeds, text_embeds, logit_scale, float(alpha), float(beta), detach_weights, int(chunk_size)
+            )
+    return loss.to(image_embeds.dtype)
