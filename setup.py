@@ -6,7 +6,7 @@ from setuptools import setup
 
 # Ranges are the versions the test suite ran with (see README, "Tested with").
 INSTALL_REQUIRES = [
-    "torch>=2.13,<2.15",
+    "torch>=2.14,<2.15",
     "transformers>=5.23,<6",
     "datasets>=5.2,<6",
     "accelerate>=1.15,<2",

@@ -2,7 +2,7 @@
 
 Variants, each timed as forward + backward from the embeddings (the logit matmul included):
   infonce  CLIP's loss, (cross_entropy(S, arange) + cross_entropy(S.T, arange)) / 2 with S = scale * I @ T.T
-  dense    hn_nce_loss(alpha=1, beta=0.5), the B x B logits with autograd
+  dense    hn_nce_loss(alpha=1, beta=0.5), the B x B logits in one block
   chunked  hn_nce_loss(alpha=1, beta=0.5, chunk_size=C), tiled, O(B * C) memory
 
 Modes:
@@ -213,7 +213,7 @@ def main():
     parser.add_argument("--mode", choices=("speed", "memory", "fit"), default="speed")
     parser.add_argument("--batch", type=int, nargs="+", default=[4096, 16384], help="batch sizes B")
     parser.add_argument("--dim", type=int, default=512, help="embedding width D")
-    parser.add_argument("--chunk", type=int, nargs="+", default=[512], help="chunk sizes (memory/fit: the first)")
+    parser.add_argument("--chunk", type=int, nargs="+", default=[256], help="chunk sizes (memory/fit: the first)")
     parser.add_argument("--repeats", type=int, default=3, help="timed runs after one warm-up; the median is kept")
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads(), help="CPU threads")

@@ -253,3 +253,23 @@ def test_chunked_function_passes_gradcheck(alpha, beta):
     images, texts = make_embeddings(5, 3)
     inputs = (images.requires_grad_(), texts.requires_grad_(), torch.tensor(3.0, dtype=torch.float64).requires_grad_())
     assert torch.autograd.gradcheck(lambda i, t, s: hn_nce_loss(i, t, s, alpha, beta, chunk_size=2), inputs)
+
+
+@pytest.mark.parametrize("alpha, beta, detach_weights", [(1.0, 0.5, False), (0.5, 1.0, True), (0.0, 0.5, False)])
+def test_fused_loss_equals_autograd_per_row_formula_at_logit_scale_100(alpha, beta, detach_weights):
+    """The hand-written backward of `hn_nce_loss` against plain autograd through `hn_nce_per_row`, in float32."""
+    images, texts = make_embeddings(48, 32, dtype=torch.float32, noise=0.3)
+
+    def per_row(i, t, s):
+        logits = s * i @ t.T
+        target = torch.arange(len(logits))
+        rows = hn_nce_per_row(logits, target, alpha, beta, detach_weights).mean()
+        return 0.5 * (rows + hn_nce_per_row(logits.T, target, alpha, beta, detach_weights).mean())
+
+    expected = value_and_grads(per_row, images, texts, 100.0)
+    for chunk_size in (None, 16):
+        fused = value_and_grads(
+            lambda i, t, s: hn_nce_loss(i, t, s, alpha, beta, detach_weights=detach_weights, chunk_size=chunk_size),
+            images, texts, 100.0,
+        )
+        assert_all_close(fused, expected, rtol=1e-4, atol=1e-5)
