@@ -87,6 +87,21 @@ class DiHTConfig(PreTrainedConfig):
                 if not isinstance(size, int) or size < 0:
                     raise ValueError(f"concept_head_sizes[{name!r}] must be a non-negative int, got {size!r}")
 
+    @classmethod
+    def from_dict(cls, config_dict: dict, **kwargs) -> DiHTConfig:
+        """`PreTrainedConfig.from_dict`, refusing configurations of other architectures.
+
+        DiHT checkpoints and, for warm starts, CLIP checkpoints (same parameter names, their own activation) load;
+        anything else would silently give a randomly initialised model, so it raises instead.
+        """
+        model_type = config_dict.get("model_type")
+        if model_type not in (None, *WARM_START_MODEL_TYPES):
+            raise ValueError(
+                f"This checkpoint holds a {model_type!r} model, not DiHT: DiHTConfig loads {cls.model_type!r} "
+                f"checkpoints and, for warm starts, {WARM_START_MODEL_TYPES[1:]} ones."
+            )
+        return super().from_dict(config_dict, **kwargs)
+
     @property
     def concept_heads(self) -> dict[str, int]:
         """The concept heads that exist: the entries of `concept_head_sizes` with a positive size."""
@@ -129,6 +144,9 @@ def _vision(width: int, layers: int, heads: int, image_size: int, patch_size: in
         "patch_size": patch_size,
     }
 
+
+# Model types whose checkpoints DiHTModel loads: its own, and transformers' CLIP (same parameter names).
+WARM_START_MODEL_TYPES = ("diht", "clip")
 
 # The released architectures, identical to open_clip's ViT-B-32, ViT-B-16, ViT-L-14 and ViT-L-14-336
 # (facebookresearch/diht configs; PAPERS.md §1.1).

@@ -19,14 +19,15 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
-open_clip = pytest.importorskip("open_clip")
-from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, CustomTextCLIP  # noqa: E402
+import open_clip
+from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, CustomTextCLIP
 
-from modeling_diht import DiHTConfig, DiHTModel  # noqa: E402
-from modeling_diht.convert_diht_original_to_hf import (  # noqa: E402
+from modeling_diht import DiHTConfig, DiHTModel
+from modeling_diht.convert_diht_original_to_hf import (
     CheckpointMismatchError,
     build_image_processor,
     build_tokenizer,
+    convert_checkpoint,
     convert_state_dict,
     infer_preset,
     load_original_state_dict,
@@ -209,6 +210,28 @@ def test_command_line_writes_a_folder_the_auto_classes_load(
     image_processor = AutoImageProcessor.from_pretrained(output_dir)
     assert image_processor.crop_size == {"height": 30, "width": 30}
     assert AutoProcessor.from_pretrained(output_dir).tokenizer.pad_token_id == 0
+
+
+def test_converted_folder_gives_open_clip_probabilities_in_the_zero_shot_pipeline(
+    checkpoint_files, reference_model, reference_tokenizer, tmp_path
+):
+    from PIL import Image
+    from transformers import AutoImageProcessor, pipeline
+
+    folder = convert_checkpoint(checkpoint_files["safetensors"], None, tmp_path / "converted", config=_tiny_config())
+    labels = ["a mountain", "a beach", "a desert"]
+    image = Image.fromarray(torch.randint(0, 256, (40, 52, 3), generator=torch.Generator().manual_seed(5),
+                                          dtype=torch.uint8).numpy())
+    classifier = pipeline("zero-shot-image-classification", model=str(folder),
+                          image_processor=AutoImageProcessor.from_pretrained(folder, backend="pil"))
+    scores = {p["label"]: p["score"] for p in classifier(image, candidate_labels=labels,
+                                                          hypothesis_template="a photo of {}.")}
+
+    # open_clip's own zero-shot computation: its preprocessing, tokenizer, encoders and logit scale.
+    pixels = open_clip.image_transform(30, is_train=False)(image)[None]
+    reference = _reference_outputs(reference_model, pixels, reference_tokenizer([f"a photo of {x}." for x in labels]))
+    expected = (reference["logit_scale"] * reference["image_embeds"] @ reference["text_embeds"].T).softmax(-1)[0]
+    torch.testing.assert_close(torch.tensor([scores[x] for x in labels]), expected, atol=1e-5, rtol=1e-4)
 
 
 def test_command_line_reports_bad_input_without_traceback(checkpoint_files, tmp_path):

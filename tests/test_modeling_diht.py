@@ -240,3 +240,25 @@ def test_sub_configs_accept_clip_field_names():
     assert config.text_config.max_position_embeddings == 32 and config.vision_config.patch_size == 8
     assert config.text_config.hidden_act == "gelu" and config.text_config.pad_token_id == 0
     assert set(DIHT_PRESETS) == {"diht_vitb32_224px", "diht_vitb16_224px", "diht_vitl14_224px", "diht_vitl14_336px"}
+
+
+def test_a_clip_checkpoint_warm_starts_diht_with_identical_outputs(tmp_path, batch):
+    """CLIP checkpoints keep their own activation (QuickGELU) and load key for key."""
+    clip_config = CLIPConfig(text_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                          "num_attention_heads": 4},
+                             vision_config={"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                            "num_attention_heads": 4, "image_size": 30, "patch_size": 2},
+                             projection_dim=16)
+    clip = CLIPModel(clip_config).eval()
+    clip.save_pretrained(tmp_path)
+    model = DiHTModel.from_pretrained(tmp_path).eval()
+    assert model.config.text_config.hidden_act == "quick_gelu"
+    torch.testing.assert_close(model(**batch).logits_per_image, clip(**batch).logits_per_image)
+
+
+def test_a_checkpoint_of_another_architecture_is_refused_by_name(tmp_path):
+    from transformers import BertConfig, BertModel
+
+    BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)).save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="'bert' model, not DiHT"):
+        DiHTModel.from_pretrained(tmp_path)
