@@ -79,6 +79,9 @@ class DiHTModel(CLIPModel):
     config_class = DiHTConfig
     config: DiHTConfig
     base_model_prefix = "diht"
+    # The loss is a mean over the batch's pairs, not a sum to be divided by a token count: the Trainer must scale it
+    # for gradient accumulation itself and never pass `num_items_in_batch` (which `**kwargs` would otherwise invite).
+    accepts_loss_kwargs = False
 
     def __init__(self, config: DiHTConfig):
         super().__init__(config)
