@@ -19,6 +19,7 @@ import pytest
 import torch
 from safetensors.torch import save_file
 
+import ftfy  # an open_clip dependency
 import open_clip
 from open_clip.model import CLIP, CLIPTextCfg, CLIPVisionCfg, CustomTextCLIP
 
@@ -258,7 +259,6 @@ def test_tokenizer_matches_open_clip_on_captions(tokenizer, reference_tokenizer)
 
 def test_tokenizer_matches_open_clip_after_ftfy_and_html_cleaning(tokenizer, reference_tokenizer):
     # Documented difference: OpenAI runs ftfy.fix_text and html.unescape; cleaning the text first closes the gap.
-    ftfy = pytest.importorskip("ftfy")
     cleaned = [html.unescape(html.unescape(ftfy.fix_text(text))) for text in FTFY_CAPTIONS]
     ids = tokenizer(cleaned, padding="max_length", max_length=77, truncation=True, return_tensors="pt").input_ids
 
