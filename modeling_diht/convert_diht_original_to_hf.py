@@ -40,6 +40,7 @@ import torch
 from safetensors.torch import load_file as load_safetensors
 from transformers import CLIPImageProcessorPil, CLIPProcessor, CLIPTokenizer
 from transformers import __version__ as transformers_version
+from transformers.convert_slow_tokenizer import bytes_to_unicode  # OpenAI/GPT-2 byte-to-character map
 from transformers.image_utils import PILImageResampling
 
 from .configuration_diht import DIHT_PRESETS, DiHTConfig
@@ -387,19 +388,6 @@ def _listing(keys: list[str]) -> str:
 # --------------------------------------------------------------------------------------------------------------------
 
 
-def _bytes_to_unicode() -> dict[int, str]:
-    """OpenAI's (and GPT-2's) reversible map from the 256 bytes to printable unicode characters."""
-    printable = [*range(ord("!"), ord("~") + 1), *range(ord("¡"), ord("¬") + 1), *range(ord("®"), ord("ÿ") + 1)]
-    codes = printable[:]
-    shift = 0
-    for byte in range(256):
-        if byte not in printable:
-            printable.append(byte)
-            codes.append(256 + shift)  # non-printable bytes move past the Latin-1 range
-            shift += 1
-    return {byte: chr(code) for byte, code in zip(printable, codes)}
-
-
 def default_bpe_path() -> Path:
     """The OpenAI CLIP BPE file inside the installed `open_clip_torch` package, located without importing it.
 
@@ -442,7 +430,7 @@ def build_tokenizer(bpe_path: str | Path | None = None) -> CLIPTokenizer:
         raise FileNotFoundError(f"BPE file {str(path)!r} does not exist")
     lines = gzip.open(path).read().decode("utf-8").split("\n")
     merges = [tuple(line.split()) for line in lines[1 : NUM_BPE_MERGES + 1]]  # line 0 is a version header
-    symbols = list(_bytes_to_unicode().values())
+    symbols = list(bytes_to_unicode().values())
     tokens = symbols + [symbol + "</w>" for symbol in symbols] + ["".join(merge) for merge in merges]
     tokens += [SOT_TOKEN, EOT_TOKEN]
     return CLIPTokenizer(
