@@ -4,6 +4,7 @@ Variants, each timed as forward + backward from the embeddings (the logit matmul
   infonce  CLIP's loss, (cross_entropy(S, arange) + cross_entropy(S.T, arange)) / 2 with S = scale * I @ T.T
   dense    hn_nce_loss(alpha=1, beta=0.5), the B x B logits in one block
   chunked  hn_nce_loss(alpha=1, beta=0.5, chunk_size=C), tiled, O(B * C) memory
+  autograd the same loss through plain autograd (hn_nce_per_row on S and S.T), speed mode only
 
 Modes:
   speed   median time of each variant at each --batch, ratios HN-NCE / InfoNCE and chunked / dense
@@ -31,8 +32,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-from modeling_diht.loss_diht import hn_nce_loss  # noqa: E402
+from modeling_diht.loss_diht import hn_nce_loss, hn_nce_per_row
 
 ALPHA, BETA = 1.0, 0.5  # the third-party defaults of HN-NCE
 LOGIT_SCALE = 100.0  # CLIP's clamp value: the hardest case for stability
@@ -60,7 +60,14 @@ def chunked(images, texts, scale, chunk):
     return hn_nce_loss(images, texts, scale, ALPHA, BETA, chunk_size=chunk)
 
 
-VARIANTS = {"infonce": infonce, "dense": dense, "chunked": chunked}
+def autograd(images, texts, scale, chunk):
+    """The same loss through plain autograd (`hn_nce_per_row` on S and S.T), for comparison."""
+    logits = (images * scale) @ texts.T  # (B, B)
+    target = torch.arange(len(logits), device=logits.device)
+    return 0.5 * (hn_nce_per_row(logits, target, ALPHA, BETA).mean() + hn_nce_per_row(logits.T, target, ALPHA, BETA).mean())
+
+
+VARIANTS = {"infonce": infonce, "dense": dense, "chunked": chunked, "autograd": autograd}
 
 
 def step(variant, inputs, chunk):
@@ -91,7 +98,7 @@ def run_speed(args) -> dict:
     for batch in args.batch:
         inputs = make_inputs(batch, args.dim, args.device)
         row = {}
-        for variant in ("infonce", "dense"):
+        for variant in ("infonce", "dense", "autograd"):
             row[variant] = time_variant(variant, inputs, None, args.repeats, args.device)
             print(f"B={batch:6d} {variant:8s}           {row[variant] * 1e3:10.1f} ms", flush=True)
         for chunk in args.chunk:

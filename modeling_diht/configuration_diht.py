@@ -97,8 +97,8 @@ class DiHTConfig(PreTrainedConfig):
         model_type = config_dict.get("model_type")
         if model_type not in (None, *WARM_START_MODEL_TYPES):
             raise ValueError(
-                f"This checkpoint holds a {model_type!r} model, not DiHT: DiHTConfig loads {cls.model_type!r} "
-                f"checkpoints and, for warm starts, {WARM_START_MODEL_TYPES[1:]} ones."
+                f"This checkpoint holds a {model_type!r} model, not DiHT: DiHTConfig loads only "
+                f"{' and '.join(map(repr, WARM_START_MODEL_TYPES))} checkpoints (CLIP ones as warm starts)."
             )
         return super().from_dict(config_dict, **kwargs)
 

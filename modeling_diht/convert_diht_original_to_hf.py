@@ -557,9 +557,10 @@ def convert_checkpoint(
     model.save_pretrained(output_dir)
     tokenizer = build_tokenizer(bpe_path)
     image_processor = build_image_processor(config.vision_config.image_size)
-    tokenizer.save_pretrained(output_dir)
-    image_processor.save_pretrained(output_dir)  # preprocessor_config.json, for AutoImageProcessor
-    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(output_dir)  # AutoProcessor
+    # The processor writes the tokenizer files and processor_config.json; preprocessor_config.json is written too,
+    # for tools that read the image processor's own file.
+    CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer).save_pretrained(output_dir)
+    image_processor.save_pretrained(output_dir)
 
     summary = {
         "source_file": checkpoint_path.name,
