@@ -25,9 +25,19 @@ EXTRAS_REQUIRE = {
     # OpenAI's CLIP BPE file; it needs torchvision, whose wheel must match the installed torch.
     "dev": ["pytest>=8,<10", "open_clip_torch>=3.3,<4", "torchvision>=0.29.1,<0.30", "matplotlib>=3.8,<4"],
     # deepspeed 0.19.8 crashes on 0-dim parameters such as `logit_scale`.
-    "deepspeed": ["deepspeed>=0.16,!=0.19.8,<0.20"],
-    "curation": ["spacy>=3.7,<4", "textblob>=0.18,<1", "rapidocr>=3,<4", "onnxruntime>=1.20,<2"],
+    "deepspeed": ["deepspeed>=0.19,!=0.19.8,<0.20"],
+    # CAT filtering: spaCy when an English pipeline is installed, textblob's bundled lexicon tagger otherwise;
+    # rapidocr ships its OCR weights inside the wheel. webdataset reads img2dataset shards.
+    "curation": [
+        "spacy>=3.8,<3.9",
+        "textblob>=0.20,<0.21",
+        "rapidocr>=3.10,<4",
+        "onnxruntime>=1.32,<2",
+        "webdataset>=1.0,<2",
+    ],
 }
+# The test suite exercises every optional path, so `dev` pulls in the other extras.
+EXTRAS_REQUIRE["dev"] += EXTRAS_REQUIRE["deepspeed"] + EXTRAS_REQUIRE["curation"]
 
 setup(
     name="diht-cosmo",
@@ -37,7 +47,7 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=["modeling_diht"],
+    packages=["modeling_diht", "trainers", "curation"],
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     classifiers=[

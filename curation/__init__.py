@@ -1,0 +1,1 @@
+"""DiHT data curation as `datasets` map/filter functions: CAT filtering and teacher concept labelling."""

@@ -1,0 +1,1 @@
+"""Training DiHT (and COSMO) with transformers' Trainer: everything that knows about processes and ranks."""
