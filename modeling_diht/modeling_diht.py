@@ -45,11 +45,16 @@ class DiHTOutput(CLIPOutput):
             L2-normalised projected image embeddings.
         concept_logits (`dict[str, torch.FloatTensor]`, *optional*, when the config has concept heads):
             for every head, logits of shape `(image_batch_size, num_concepts)`.
+        logit_scale (`torch.FloatTensor` of shape `()`):
+            `logit_scale.exp()`, the 1/tau that multiplies the cosine similarities; with gradient, so that a loss
+            computed outside the model (e.g. over the global batch, in the trainer) trains it. Read it here rather
+            than from the parameter: under DeepSpeed ZeRO-3 the parameter is only whole inside `forward`.
         text_model_output, vision_model_output (`BaseModelOutputWithPooling`):
             the towers' outputs, `pooler_output` before projection.
     """
 
     concept_logits: dict[str, torch.FloatTensor] | None = None
+    logit_scale: torch.FloatTensor | None = None
 
 
 class DiHTModel(CLIPModel):
@@ -175,6 +180,7 @@ class DiHTModel(CLIPModel):
             text_model_output=text_outputs,
             vision_model_output=vision_outputs,
             concept_logits=concept_logits,
+            logit_scale=logit_scale,
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()

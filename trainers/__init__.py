@@ -1,1 +1,34 @@
-"""Training DiHT (and COSMO) with transformers' Trainer: everything that knows about processes and ranks."""
+"""Training DiHT (and COSMO) with transformers' Trainer: everything that knows about processes and ranks.
+
+- `DiHTTrainer`, `DiHTTrainingArguments`: HN-NCE over the global batch, concept distillation, logit-scale clamp,
+  named loss terms (arXiv 2301.02280).
+- `ContrastiveTrainer`, `ContrastiveTrainingArguments`, `LogitScaleClampCallback`: the parts another image-text
+  recipe reuses.
+- `HNNCELoss`, `concept_distillation_loss`: the losses, distributed-aware.
+- `all_gather_with_grad`: the differentiable gather they rest on.
+- `ImageTextCollator`, `decode_image`, `concept_targets`, `diht_train_transform`: batches with robust decoding.
+"""
+
+from .arguments import ContrastiveTrainingArguments, DiHTTrainingArguments
+from .callbacks import LogitScaleClampCallback
+from .collators import ImageTextCollator, concept_targets, decode_image, diht_train_transform
+from .distributed import all_gather_with_grad, is_distributed, rank_and_world_size
+from .losses import HNNCELoss, concept_distillation_loss
+from .trainer import ContrastiveTrainer, DiHTTrainer
+
+__all__ = [
+    "ContrastiveTrainer",
+    "ContrastiveTrainingArguments",
+    "DiHTTrainer",
+    "DiHTTrainingArguments",
+    "HNNCELoss",
+    "ImageTextCollator",
+    "LogitScaleClampCallback",
+    "all_gather_with_grad",
+    "concept_distillation_loss",
+    "concept_targets",
+    "decode_image",
+    "diht_train_transform",
+    "is_distributed",
+    "rank_and_world_size",
+]
