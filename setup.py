@@ -18,12 +18,13 @@ INSTALL_REQUIRES = [
     "tokenizers>=0.23,<1",
     "pillow>=10",
     "numpy>=1.26",
+    "matplotlib>=3.8,<4",  # examples/pretrain.py plots its training curves
 ]
 
 EXTRAS_REQUIRE = {
     # open_clip is the peer implementation the equivalence tests and benchmarks compare against, and it carries
     # OpenAI's CLIP BPE file; it needs torchvision, whose wheel must match the installed torch.
-    "dev": ["pytest>=8,<10", "open_clip_torch>=3.3,<4", "torchvision>=0.29.1,<0.30", "matplotlib>=3.8,<4"],
+    "dev": ["pytest>=8,<10", "open_clip_torch>=3.3,<4", "torchvision>=0.29.1,<0.30"],
     # deepspeed 0.19.8 crashes on 0-dim parameters such as `logit_scale`.
     "deepspeed": ["deepspeed>=0.19,!=0.19.8,<0.20"],
     # CAT filtering: spaCy when an English pipeline is installed, textblob's bundled lexicon tagger otherwise;

@@ -6,14 +6,16 @@
   recipe reuses.
 - `HNNCELoss`, `concept_distillation_loss`: the losses, distributed-aware.
 - `all_gather_with_grad`: the differentiable gather they rest on.
-- `ImageTextCollator`, `decode_image`, `concept_targets`, `diht_train_transform`: batches with robust decoding.
+- `plot_training_curves`: the run's loss terms and logit scale as a PNG.
+- `ImageTextCollator`, `concept_targets`, `diht_train_transform`: batches with robust decoding.
 """
 
 from .arguments import ContrastiveTrainingArguments, DiHTTrainingArguments
 from .callbacks import LogitScaleClampCallback
-from .collators import ImageTextCollator, concept_targets, decode_image, diht_train_transform
+from .collators import ImageTextCollator, concept_targets, diht_train_transform
 from .distributed import all_gather_with_grad, is_distributed, rank_and_world_size
 from .losses import HNNCELoss, concept_distillation_loss
+from .plotting import plot_training_curves
 from .trainer import ContrastiveTrainer, DiHTTrainer
 
 __all__ = [
@@ -27,8 +29,8 @@ __all__ = [
     "all_gather_with_grad",
     "concept_distillation_loss",
     "concept_targets",
-    "decode_image",
     "diht_train_transform",
     "is_distributed",
+    "plot_training_curves",
     "rank_and_world_size",
 ]

@@ -2,59 +2,23 @@
 
 Images are decoded here, in the data-loader workers, not by `datasets` (cast the image column to
 `datasets.Image(decode=False)`): a corrupt file then costs one skipped, counted row instead of a dead worker.
+Decoding is `curation.load_image`'s (any image cell to RGB, 16-bit rescaled, decompression bombs refused).
 """
 
 from __future__ import annotations
 
-import io
 import logging
-import warnings
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from PIL import Image
 
+from curation.images import UndecodableImageError, load_image
+
 logger = logging.getLogger(__name__)
 
-__all__ = ["ImageTextCollator", "decode_image", "concept_targets"]
-
-
-def decode_image(value: Any) -> Image.Image:
-    """Decode one image cell into an RGB PIL image.
-
-    Accepts what a `datasets` image column holds: a PIL image (`Image()` feature), a `{"bytes", "path"}` dict
-    (`Image(decode=False)`), raw bytes, or a file path. 16-bit and 32-bit integer images are rescaled to 8 bits
-    (PIL's own conversion would clip them to white); grayscale, palette, RGBA and CMYK become RGB.
-
-    Raises:
-        ValueError: the cell holds no image, or one that PIL cannot decode; PIL's decompression-bomb limit
-            (`PIL.Image.MAX_IMAGE_PIXELS`) is enforced as an error, not a warning.
-    """
-    try:
-        if isinstance(value, dict):
-            value = value.get("bytes") or value.get("path")
-        if isinstance(value, (bytes, bytearray, memoryview)):
-            image = Image.open(io.BytesIO(value))
-        elif isinstance(value, str):
-            image = Image.open(value)
-        elif isinstance(value, Image.Image):
-            image = value
-        else:
-            raise ValueError(f"expected an image, bytes or a path, got {type(value).__name__}")
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            image.load()
-        if image.mode in ("I;16", "I;16B", "I;16L", "I"):
-            array = np.asarray(image, dtype=np.float64)
-            top = 65535.0 if image.mode.startswith("I;16") or array.max() > 255 else 255.0
-            image = Image.fromarray(np.clip(array / top * 255.0 + 0.5, 0, 255).astype(np.uint8))
-        return image.convert("RGB")
-    except ValueError:
-        raise
-    except Exception as error:  # PIL raises OSError, SyntaxError, DecompressionBomb*, struct.error, ...
-        raise ValueError(f"undecodable image: {type(error).__name__}: {error}") from error
+__all__ = ["ImageTextCollator", "concept_targets", "diht_train_transform"]
 
 
 def concept_targets(
@@ -138,8 +102,8 @@ class ImageTextCollator:
         if not isinstance(caption, str) or not caption.strip():
             return "caption"
         try:
-            image = decode_image(row[self.image_column])
-        except ValueError as error:
+            image = load_image(row[self.image_column])
+        except UndecodableImageError as error:
             logger.warning("skipping a pair: %s", error)
             return "image"
         if self.train_transform is not None:
