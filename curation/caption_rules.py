@@ -244,6 +244,7 @@ class PatternCaptionParser:
         from textblob.en import parse  # the Pattern lexicon inside the textblob wheel
 
         self._parse = parse
+        parse("a dog")  # loads the lexicon now, once: forked `num_proc` workers inherit it instead of reloading
 
     def __call__(self, captions: Sequence[str]) -> list[CaptionSignals]:
         signals = []
