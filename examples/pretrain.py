@@ -90,8 +90,10 @@ class DataArguments:
     cat_min_actions: int = field(default=1, metadata={"help": "CAT: fewest actions kept."})
     cat_text_spotting: bool = field(default=True, metadata={"help": "CAT: drop pairs whose image text repeats "
                                                                      "the caption (rapidocr)."})
-    concept_teacher: str | None = field(
-        default=None, metadata={"help": "timm teacher for concept labels (demo: a small one it trains)."})
+    concept_distillation: bool = field(
+        default=True, metadata={"help": "Train concept heads on teacher concepts (from --concept_teacher, a "
+                                        "`concept_ids` column, or in the demo a small teacher it trains)."})
+    concept_teacher: str | None = field(default=None, metadata={"help": "timm teacher name for concept labels."})
     concept_top_k: int = field(default=5, metadata={"help": "Teacher concepts kept per image."})
     soft_concepts: bool = field(default=False, metadata={"help": "Teacher scores as soft targets, not top-k 1s."})
     train_augmentation: bool = field(default=True, metadata={"help": "DiHT's RandomResizedCrop(0.9, 1)."})
@@ -104,6 +106,7 @@ class DemoArguments:
     num_eval: int = field(default=500, metadata={"help": "Demo: held-out pairs."})
     image_size: int = field(default=32, metadata={"help": "Demo: model input size (scenes render at 2x)."})
     noise_share: float = field(default=0.1, metadata={"help": "Demo: share of each kind of pair CAT removes."})
+    teacher_steps: int = field(default=250, metadata={"help": "Demo: training steps of the concept teacher."})
 
 
 def build_word_tokenizer(texts: list[str], max_length: int = 16) -> PreTrainedTokenizerFast:
@@ -175,6 +178,8 @@ def curate(dataset, data: DataArguments, training: DiHTTrainingArguments, image_
                 min_complexity=data.cat_min_complexity, min_actions=data.cat_min_actions,
                 text_spotting=data.cat_text_spotting, num_proc=data.preprocessing_num_workers, ocr_params=ocr_params)
     vocabulary = []
+    if not data.concept_distillation:
+        return dataset, report, vocabulary
     if teacher is not None:
         with training.main_process_first(desc="concept labelling"):
             dataset = label_concepts(dataset, teacher, image_column=image_column, top_k=data.concept_top_k,
@@ -266,10 +271,10 @@ def main(argv: list[str] | None = None) -> dict:
                                               (name.split() for name in class_names())]
         # Small images: OCR at 4x instead of rapidocr's default upscaling to 736 px (5x faster, same words).
         ocr_params = {"Det.limit_side_len": 4 * render_size, "Det.limit_type": "min", "Global.use_cls": False}
-        if teacher is None:
+        if teacher is None and data.concept_distillation:
             from demo_teacher import train_demo_teacher
 
-            teacher = train_demo_teacher(demo.image_size, seed=training.seed)
+            teacher = train_demo_teacher(demo.image_size, steps=demo.teacher_steps, seed=training.seed)
     else:
         pool = load_pairs(data, data.train_split)
         image_column, caption_column = resolve_columns(pool, data)

@@ -110,12 +110,15 @@ class DiHTModel(CLIPModel):
 
     @torch.no_grad()
     def _init_weights(self, module: nn.Module) -> None:
+        # Concept heads get the projections' scale, vision_width^-0.5: logits of order 1 on the LayerNormed CLS.
+        # They must be caught before the generic Linear rule (std = initializer_factor = 1), because transformers'
+        # `init` functions skip tensors that an earlier rule already initialised.
+        heads = self.__dict__.get("_modules", {}).get("concept_heads")
+        if heads is not None and any(module is head for head in heads.values()):
+            init.normal_(module.weight, std=self.vision_embed_dim**-0.5 * self.config.initializer_factor)
+            init.zeros_(module.bias)
+            return
         super()._init_weights(module)
-        # CLIPModel.__init__ already ran post_init() once, before the heads existed.
-        if isinstance(module, DiHTModel) and hasattr(module, "concept_heads"):
-            for head in module.concept_heads.values():
-                init.normal_(head.weight, std=self.vision_embed_dim**-0.5 * self.config.initializer_factor)
-                init.zeros_(head.bias)
 
     def forward(
         self,

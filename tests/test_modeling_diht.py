@@ -262,3 +262,13 @@ def test_a_checkpoint_of_another_architecture_is_refused_by_name(tmp_path):
     BertModel(BertConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=4, intermediate_size=64)).save_pretrained(tmp_path)
     with pytest.raises(ValueError, match="'bert' model, not DiHT"):
         DiHTModel.from_pretrained(tmp_path)
+
+
+def test_concept_heads_start_at_the_projection_scale():
+    # Logits of order 1 at initialisation: weights ~ N(0, vision_width^-0.5), zero bias (not the generic std of 1).
+    torch.manual_seed(0)
+    model = DiHTModel(tiny_config(concept_head_sizes={"concepts": 4000}))
+    head = model.concept_heads["concepts"]
+    expected_std = model.config.vision_config.hidden_size**-0.5
+    assert abs(head.weight.std().item() - expected_std) < 0.05 * expected_std
+    assert torch.count_nonzero(head.bias) == 0

@@ -19,7 +19,8 @@ class ContrastiveTrainingArguments(TrainingArguments):
     """`TrainingArguments` with defaults for image-text data, and the logit-scale clamp of CLIP training.
 
     Changed defaults: `remove_unused_columns=False` (the Trainer would otherwise drop the image column before the
-    collator decodes it) and `dataloader_drop_last=True` (a contrastive batch of one pair has no negative).
+    collator decodes it), `dataloader_drop_last=True` (a contrastive batch of one pair has no negative) and
+    `ddp_find_unused_parameters=False` (the trainers keep every parameter in the graph).
     """
 
     remove_unused_columns: bool = field(
@@ -27,6 +28,11 @@ class ContrastiveTrainingArguments(TrainingArguments):
     )
     dataloader_drop_last: bool = field(
         default=True, metadata={"help": "Drop the last incomplete batch (contrastive losses need full batches)."}
+    )
+    ddp_find_unused_parameters: bool | None = field(
+        default=False,
+        metadata={"help": "DDP's search for unused parameters; off because every parameter takes part in the loss "
+                          "(idle concept heads are kept in the graph), which saves a graph traversal per step."},
     )
     max_logit_scale: float = field(
         default=100.0,

@@ -7,6 +7,7 @@ Decoding is `curation.load_image`'s (any image cell to RGB, 16-bit rescaled, dec
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -62,13 +63,17 @@ class ImageTextCollator:
         tokenizer: a transformers tokenizer; captions are padded to the longest and truncated to its max length.
         image_processor: a transformers image processor (e.g. `CLIPImageProcessor`).
         image_column, caption_column: names of the columns.
-        train_transform: optional callable PIL -> PIL applied before the processor (e.g. DiHT's
-            `RandomResizedCrop(scale=(0.9, 1.0))`, see `diht_train_transform`).
+        train_transform: optional random callable PIL -> PIL applied before the processor (e.g. DiHT's
+            `RandomResizedCrop(scale=(0.9, 1.0))`, see `diht_train_transform`). Its randomness is drawn from a
+            seed derived from `seed`, the epoch (`set_epoch`) and the pair's own bytes, so a pair gets the same crop
+            whatever the process count, worker count or batch it lands in, and a resumed run draws what the
+            uninterrupted run drew (the global RNG cannot promise that: data loaders prefetch).
         num_concepts: size of the concept vocabulary; when set, rows must carry `concept_column` and the batch gets
             `concept_targets` of shape `(B, num_concepts)`.
         concept_column, concept_scores_column: columns written by the concept labelling.
         soft_concepts: use the teacher's scores as soft targets instead of 1 at its top-k concepts.
         min_pairs: the smallest batch the loss accepts.
+        seed: base seed of the augmentation.
     """
 
     def __init__(
@@ -84,14 +89,26 @@ class ImageTextCollator:
         concept_scores_column: str = "concept_scores",
         soft_concepts: bool = False,
         min_pairs: int = 2,
+        seed: int = 0,
     ):
         self.tokenizer, self.image_processor = tokenizer, image_processor
         self.image_column, self.caption_column = image_column, caption_column
         self.train_transform = train_transform
         self.num_concepts, self.soft_concepts = num_concepts, soft_concepts
         self.concept_column, self.concept_scores_column = concept_column, concept_scores_column
-        self.min_pairs = min_pairs
+        self.min_pairs, self.seed, self.epoch = min_pairs, seed, 0
         self._last_good: list[tuple] = []
+
+    def set_epoch(self, epoch: int) -> None:
+        """Draw new augmentations for a new pass over the data (`ContrastiveTrainer` calls it every epoch)."""
+        self.epoch = epoch
+
+    def _augment(self, image: Image.Image, caption: str) -> Image.Image:
+        digest = hashlib.blake2b(image.tobytes(), digest_size=8, key=caption.encode()[:64])
+        digest.update(f"{self.seed}/{self.epoch}".encode())
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int.from_bytes(digest.digest(), "little") & (2**63 - 1))
+            return self.train_transform(image)
 
     def _decode_row(self, row: dict) -> tuple | str:
         """(image, caption, row) or the reason the row is skipped."""
@@ -107,7 +124,7 @@ class ImageTextCollator:
             logger.warning("skipping a pair: %s", error)
             return "image"
         if self.train_transform is not None:
-            image = self.train_transform(image)
+            image = self._augment(image, caption)
         return image, caption, row
 
     def __call__(self, rows: list[dict]) -> dict[str, Any]:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 
 import torch
-from transformers import Trainer
+from transformers import Trainer, TrainerCallback
 
 from .arguments import ContrastiveTrainingArguments, DiHTTrainingArguments
 from .callbacks import LogitScaleClampCallback
@@ -22,6 +22,18 @@ logger = logging.getLogger(__name__)
 __all__ = ["ContrastiveTrainer", "DiHTTrainer"]
 
 _SKIP_KEYS = ("skipped_images", "skipped_captions", "reused_pairs")
+
+
+class _CollatorEpochCallback(TrainerCallback):
+    """Tells the trainer's collator which epoch begins (the epoch is whole at its start, also after a resume)."""
+
+    def __init__(self, trainer: Trainer):
+        self.trainer = trainer
+
+    def on_epoch_begin(self, args, state, control, **kwargs):
+        set_epoch = getattr(self.trainer.data_collator, "set_epoch", None)
+        if set_epoch is not None:
+            set_epoch(int(state.epoch or 0))
 
 
 class ContrastiveTrainer(Trainer):
@@ -35,6 +47,8 @@ class ContrastiveTrainer(Trainer):
       processes and logged per interval; `skipped_counts` gives the totals of this run so far, including those
       logged before a resume.
     - `LogitScaleClampCallback(args.max_logit_scale)` is added when the clamp is on.
+    - A collator with `set_epoch` (e.g. `ImageTextCollator`) is told every epoch, so its augmentation, seeded per
+      pair and epoch, repeats exactly in a resumed run.
     """
 
     loss_is_scaled_for_ga = False
@@ -49,6 +63,7 @@ class ContrastiveTrainer(Trainer):
         self._term_sums: dict[str, torch.Tensor] = {}
         self._term_steps = 0
         self._skip_sums = dict.fromkeys(_SKIP_KEYS, 0)
+        self.add_callback(_CollatorEpochCallback(self))
 
     def compute_loss_terms(self, model, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor], object]:
         """Return `(loss, named scalar terms to log, model outputs)` for one micro-batch."""
