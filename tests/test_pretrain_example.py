@@ -1,39 +1,50 @@
-"""End-to-end smoke run of `examples/pretrain.py` on its built-in data (open_clip's test_training_simple, for us)."""
+"""End-to-end run of `examples/pretrain.py` on its built-in data (open_clip's test_training_simple, for us)."""
 
 import json
+import random
 import sys
 from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from PIL import Image
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 import pretrain  # noqa: E402
-from synthetic_scenes import render  # noqa: E402
+from synthetic_scenes import CONCEPTS, render  # noqa: E402
 
 
-def test_pretrain_learns_and_writes_a_folder_the_pipeline_loads(tmp_path):
-    results = pretrain.main(["--output_dir", str(tmp_path), "--max_steps", "150", "--num_train", "2000",
-                             "--num_eval", "200", "--disable_tqdm", "true"])
+def test_demo_filters_distils_learns_and_writes_a_folder_the_pipeline_loads(tmp_path):
+    results = pretrain.main(["--output_dir", str(tmp_path), "--max_steps", "150", "--num_train", "700",
+                             "--num_eval", "200", "--teacher_steps", "60", "--disable_tqdm", "true"])
 
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved == results
-    assert {"zero_shot_top1", "chance_top1", "retrieval_r1_image_to_text", "retrieval_r1_text_to_image",
-            "train_loss_first", "train_loss_last"} <= set(saved)
     assert saved["chance_top1"] == 1 / 20  # 5 colours x 4 shapes
     assert saved["train_loss_last"] < saved["train_loss_first"]
     assert saved["zero_shot_top1"] > 4 * saved["chance_top1"]
+    assert saved["retrieval_r1_image_to_text"] > 4 * saved["chance_top1"]
+
+    # CAT: the counts add up, the planted caption kinds are removed, no clean caption is lost, written text is found.
+    report, planted, removed = saved["cat_report"], saved["cat_pool_by_kind"], saved["cat_removed_by_kind"]
+    assert report["total"] == 700 == sum(planted.values())
+    assert report["kept"] + sum(v for k, v in report.items() if k.startswith("removed_by_")) == report["total"]
+    assert removed["low_complexity"] == planted["low_complexity"] and removed["no_action"] == planted["no_action"]
+    assert removed["clean"] == 0
+    assert 0 < report["removed_by_text_spotting"] <= planted["text"]
+    # Concept distillation ran, with the teacher's vocabulary as the head.
+    assert saved["concept_vocabulary"] == list(CONCEPTS)
+    assert (tmp_path / "training_curves.png").stat().st_size > 10_000
+
+    folder = tmp_path / "model"
+    model, tokenizer = AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
+    assert model.config.concept_head_sizes == {"concepts": len(CONCEPTS)}
 
     # The saved folder is a complete checkpoint: the zero-shot pipeline gives the model's own softmax scores.
-    folder = tmp_path / "model"
     classifier = pipeline("zero-shot-image-classification", model=str(folder))
-    image = render("red", "circle", 32, __import__("random").Random(3))
+    image = render("red", "circle", 64, random.Random(3))
     labels = ["red circle", "blue square", "green triangle"]
     predictions = classifier(image, candidate_labels=labels, hypothesis_template="a photo of a {}")
-
-    model, tokenizer = AutoModel.from_pretrained(folder).eval(), AutoTokenizer.from_pretrained(folder)
     processor = AutoImageProcessor.from_pretrained(folder)
     with torch.no_grad():
         text = F.normalize(model.get_text_features(**tokenizer([f"a photo of a {x}" for x in labels], padding=True,

@@ -20,12 +20,14 @@ class LogitScaleClampCallback(TrainerCallback):
 
     Args:
         max_logit_scale: the largest inverse temperature, exp of the largest allowed `logit_scale`.
+        deepspeed: the model is trained by DeepSpeed (`trainer.is_deepspeed_enabled`). Reading the master copy is a
+            collective, so every process must take this path, also those that hold no shard of the parameter.
     """
 
-    def __init__(self, max_logit_scale: float = 100.0):
+    def __init__(self, max_logit_scale: float = 100.0, deepspeed: bool = False):
         if max_logit_scale <= 1:
             raise ValueError(f"max_logit_scale must exceed 1, got {max_logit_scale}.")
-        self.upper = math.log(max_logit_scale)
+        self.upper, self.deepspeed = math.log(max_logit_scale), deepspeed
 
     def on_step_end(self, args, state, control, model=None, **kwargs):
         if model is None:
@@ -37,7 +39,7 @@ class LogitScaleClampCallback(TrainerCallback):
     @torch.no_grad()
     def clamp(self, param: torch.nn.Parameter) -> None:
         """Clamp one parameter in place, and its DeepSpeed float32 master copy when there is one."""
-        if hasattr(param, "ds_id") or getattr(param, "_hp_mapping", None) is not None:
+        if self.deepspeed:
             import deepspeed
             from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
 

@@ -59,7 +59,7 @@ class ContrastiveTrainer(Trainer):
             raise TypeError(f"{type(self).__name__} needs ContrastiveTrainingArguments (or a subclass), "
                             f"got {type(self.args).__name__}.")
         if self.args.max_logit_scale:
-            self.add_callback(LogitScaleClampCallback(self.args.max_logit_scale))
+            self.add_callback(LogitScaleClampCallback(self.args.max_logit_scale, deepspeed=self.is_deepspeed_enabled))
         self._term_sums: dict[str, torch.Tensor] = {}
         self._term_steps = 0
         self._skip_sums = dict.fromkeys(_SKIP_KEYS, 0)
