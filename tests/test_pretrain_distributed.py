@@ -28,17 +28,18 @@ ONE_SGD_STEP = ["--max_steps", "1", "--optim", "sgd", "--learning_rate", "0.5", 
 
 @pytest.fixture(scope="module")
 def local_inputs(tmp_path_factory) -> list[str]:
-    """A saved dataset with teacher concepts, a tokenizer, an image processor and a tiny config, all on disk."""
+    """A saved dataset with teacher concepts, and a tiny checkpoint folder (weights, tokenizer, image processor) to
+    warm-start from: every launcher then starts from the same weights (ZeRO-3 initialises random weights
+    partitioned, with other random draws)."""
     root = tmp_path_factory.mktemp("inputs")
     data = scene_pairs(32, seed=7).cast_column("concept_ids", List(ClassLabel(names=list(CONCEPTS))))
     data.save_to_disk(root / "data")
     tokenizer = tokenizer_for(data)
-    tokenizer.save_pretrained(root / "tokenizer")
+    tokenizer.save_pretrained(root / "model")
     CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
-                       crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "processor")
-    tiny_model(tokenizer).config.save_pretrained(root / "config")
-    return ["--dataset_path", str(root / "data"), "--config_name", str(root / "config"),
-            "--tokenizer_name", str(root / "tokenizer"), "--image_processor_name", str(root / "processor")]
+                       crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(root / "model")
+    tiny_model(tokenizer).save_pretrained(root / "model")
+    return ["--dataset_path", str(root / "data"), "--model_name_or_path", str(root / "model")]
 
 
 def run(command: list[str], output_dir: Path, env: dict | None = None) -> dict[str, torch.Tensor]:

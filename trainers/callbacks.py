@@ -41,11 +41,16 @@ class LogitScaleClampCallback(TrainerCallback):
         """Clamp one parameter in place, and its DeepSpeed float32 master copy when there is one."""
         if self.deepspeed:
             import deepspeed
-            from deepspeed.utils import safe_get_full_fp32_param, safe_set_full_fp32_param
+            from deepspeed import utils as ds
 
-            master = safe_get_full_fp32_param(param)
-            if master is not None:
-                safe_set_full_fp32_param(param, master.clamp(0, self.upper))
+            if hasattr(param, "ds_id"):  # ZeRO-3: each rank clamps its own shard of the master (clamp is elementwise)
+                shard = ds.safe_get_local_fp32_param(param)
+                if shard is not None and shard.numel():
+                    ds.safe_set_local_fp32_param(param, shard.clamp(0, self.upper))
+            else:  # ZeRO-1/2: reading the whole master is a collective on every rank
+                master = ds.safe_get_full_fp32_param(param)
+                if master is not None:
+                    ds.safe_set_full_fp32_param(param, master.clamp(0, self.upper))
             with deepspeed.zero.GatheredParameters([param], modifier_rank=0, enabled=hasattr(param, "ds_id")):
                 param.data.clamp_(0, self.upper)
             return
