@@ -54,3 +54,31 @@ def test_demo_filters_distils_learns_and_writes_a_folder_the_pipeline_loads(tmp_
     got = {p["label"]: p["score"] for p in predictions}
     for label, score in zip(labels, expected.tolist()):
         assert abs(got[label] - score) < 1e-5
+
+
+def test_pretrain_reads_img2dataset_shards_and_counts_a_corrupt_image(tmp_path):
+    from transformers import CLIPImageProcessor
+
+    from curation.sources import write_shards
+    from tests.test_trainer import IMAGE_SIZE, scene_pairs, tiny_model, tokenizer_for
+
+    pairs = scene_pairs(24, seed=3).remove_columns(["concept_ids"])
+    rows = pairs.to_list()
+    rows[5]["image"] = {"bytes": b"\xff\xd8\xff\xe0 truncated jpeg", "path": None}
+    shards = write_shards(rows, str(tmp_path / "shards"), image_column="image", caption_column="caption",
+                          shard_size=12)
+    folder = tmp_path / "start"
+    tokenizer = tokenizer_for(pairs)
+    tokenizer.save_pretrained(folder)
+    CLIPImageProcessor(size={"shortest_edge": IMAGE_SIZE},
+                       crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}).save_pretrained(folder)
+    tiny_model(tokenizer).save_pretrained(folder)
+
+    results = pretrain.main(["--train_files", *shards, "--model_name_or_path", str(folder), "--output_dir",
+                             str(tmp_path / "run"), "--max_steps", "2", "--logging_steps", "1",
+                             "--per_device_train_batch_size", "8", "--concept_distillation", "false",
+                             "--cat_text_spotting", "false", "--disable_tqdm", "true"])
+    # The webdataset columns jpg/txt are found by themselves; CAT counts the corrupt image and removes it.
+    assert results["cat_report"]["total"] == 24
+    assert results["cat_report"]["removed_by_undecodable_image"] == 1
+    assert results["train_loss_first"] > 0
