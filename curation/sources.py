@@ -30,36 +30,54 @@ def _data_files(source: str) -> list[str]:
     return sorted(glob.glob(source)) if any(c in source for c in "*?[") else ([source] if path.is_file() else [])
 
 
-def load_source(source: str, *, split: str = "train", streaming: bool = False,
-                cache_dir: str | None = None) -> Dataset | IterableDataset:
+def load_source(source: str | list[str], *, split: str = "train", streaming: bool = False,
+                cache_dir: str | None = None, name: str | None = None,
+                limit: int | None = None) -> Dataset | IterableDataset:
     """Open a dataset given on a command line.
 
     Args:
         source: a folder written by `save_to_disk`; a file, folder or glob of `.tar` shards (webdataset/img2dataset),
-            `.parquet`, `.csv`, `.json(l)` or `.arrow` files; or a Hub dataset name (`"user/name"`).
+            `.parquet`, `.csv`, `.json(l)` or `.arrow` files, or a list of such files; or a Hub dataset name
+            (`"user/name"`).
         split: the split to read (a saved `DatasetDict` or a Hub dataset).
         streaming: return a lazy `IterableDataset` (a saved dataset is streamed with `to_iterable_dataset()`).
         cache_dir: `datasets` cache folder for files and Hub datasets.
+        name: the configuration of a Hub dataset.
+        limit: only the first `limit` rows (a trial run).
 
     Returns:
         A `Dataset`, or an `IterableDataset` with `streaming=True`.
     """
-    path = Path(source)
-    if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
-        dataset = load_from_disk(source)
-        if isinstance(dataset, DatasetDict):
-            dataset = dataset[split]
-        return dataset.to_iterable_dataset() if streaming else dataset
-    files = _data_files(source)
+    dataset = _open_source(source, split=split, streaming=streaming, cache_dir=cache_dir, name=name)
+    if limit is None:
+        return dataset
+    return dataset.take(limit) if isinstance(dataset, IterableDataset) else dataset.select(range(min(limit,
+                                                                                                   len(dataset))))
+
+
+def _open_source(source, *, split, streaming, cache_dir, name) -> Dataset | IterableDataset:
+    if isinstance(source, (list, tuple)):
+        files = sorted(source)
+    else:
+        path = Path(source)
+        if path.is_dir() and ((path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists()):
+            dataset = load_from_disk(source)
+            if isinstance(dataset, DatasetDict):
+                dataset = dataset[split]
+            return dataset.to_iterable_dataset() if streaming else dataset
+        files = _data_files(source)
     if files:
+        unknown = [f for f in files if Path(f).suffix not in FILE_BUILDERS]
+        if unknown:
+            raise ValueError(f"cannot tell the format of {unknown[0]!r}; use one of {sorted(FILE_BUILDERS)}")
         builders = {FILE_BUILDERS[Path(f).suffix] for f in files}
         if len(builders) != 1:
             raise ValueError(f"{source} mixes file types {sorted(builders)}; point at one kind")
         return load_dataset(builders.pop(), data_files={split: files}, split=split, streaming=streaming,
                             cache_dir=cache_dir)
-    if path.exists() or source.startswith((".", "/")):
+    if Path(source).exists() or source.startswith((".", "/")):
         raise ValueError(f"{source}: no saved dataset and no {sorted(FILE_BUILDERS)} files found there")
-    return load_dataset(source, split=split, streaming=streaming, cache_dir=cache_dir)
+    return load_dataset(source, name, split=split, streaming=streaming, cache_dir=cache_dir)
 
 
 def undecoded(dataset: Dataset | IterableDataset, image_column: str) -> Dataset | IterableDataset:

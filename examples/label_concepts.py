@@ -63,10 +63,7 @@ def main(argv: list[str] | None = None) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    source = load_source(args.source, split=args.split, streaming=args.streaming)
-    if args.limit is not None:
-        source = source.take(args.limit) if isinstance(source, IterableDataset) else \
-            source.select(range(min(args.limit, len(source))))
+    source = load_source(args.source, split=args.split, streaming=args.streaming, limit=args.limit)
     image_feature = (source.features or {}).get(args.image_column)
     if args.format == "webdataset":  # shards keep the original image bytes
         source = undecoded(source, args.image_column)

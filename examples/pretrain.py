@@ -31,8 +31,7 @@ from pathlib import Path
 
 import torch
 import torch.nn.functional as F
-from datasets import Dataset, IterableDataset, load_dataset, load_from_disk
-from datasets import Image as ImageFeature
+from datasets import Dataset, IterableDataset
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
     AutoImageProcessor,
@@ -47,6 +46,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_scenes import CLASS_PROMPT, KINDS, build_scenes, class_names  # noqa: E402
 
 from curation import cat_filter, concept_vocabulary, label_concepts, load_image  # noqa: E402
+from curation.sources import load_source, undecoded  # noqa: E402
 from modeling_diht import DiHTConfig, DiHTModel  # noqa: E402
 from trainers import (  # noqa: E402
     DiHTTrainer,
@@ -97,6 +97,9 @@ class DataArguments:
                                         "`concept_ids` column, or in the demo a small teacher it trains)."})
     concept_teacher: str | None = field(default=None, metadata={"help": "timm teacher name for concept labels."})
     concept_top_k: int = field(default=5, metadata={"help": "Teacher concepts kept per image."})
+    concept_activation: str = field(
+        default="softmax", metadata={"help": "Teacher scores: softmax (single-label classifiers such as ImageNet "
+                                             "models) or sigmoid (multi-label; the demo's teacher)."})
     soft_concepts: bool = field(default=False, metadata={"help": "Teacher scores as soft targets, not top-k 1s."})
     train_augmentation: bool = field(default=True, metadata={"help": "DiHT's RandomResizedCrop(0.9, 1)."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc of the map steps."})
@@ -144,18 +147,12 @@ def tiny_diht_config(tokenizer: PreTrainedTokenizerFast, image_size: int, traini
 # ---- data ----------------------------------------------------------------------------------------------------------
 
 def load_pairs(data: DataArguments, split: str) -> Dataset | IterableDataset:
-    """The user's dataset split, from a save_to_disk folder, files or a load_dataset path."""
-    if data.dataset_path:
-        loaded = load_from_disk(data.dataset_path)
-        return loaded[split] if hasattr(loaded, "keys") else loaded
-    if data.train_files and split == data.train_split:
-        suffix = Path(data.train_files[0]).suffix.lstrip(".")
-        builder = {"tar": "webdataset", "jsonl": "json", "parquet": "parquet", "json": "json", "csv": "csv",
-                   "arrow": "arrow"}.get(suffix)
-        if builder is None:
-            raise ValueError(f"cannot tell the format of {data.train_files[0]!r}; use --dataset_name with a builder.")
-        return load_dataset(builder, data_files={split: data.train_files}, split=split, streaming=data.streaming)
-    return load_dataset(data.dataset_name, data.dataset_config_name, split=split, streaming=data.streaming)
+    """The user's dataset split, from a save_to_disk folder, data files or shards, or a Hub name / folder."""
+    if data.train_files and split != data.train_split:
+        raise ValueError("--train_files holds the training split only; give held-out data with --dataset_path or "
+                         "--dataset_name and --eval_split.")
+    source = data.dataset_path or data.train_files or data.dataset_name
+    return load_source(source, split=split, streaming=data.streaming, name=data.dataset_config_name)
 
 
 def resolve_columns(dataset, data: DataArguments) -> tuple[str, str]:
@@ -186,7 +183,7 @@ def curate(dataset, data: DataArguments, training: DiHTTrainingArguments, image_
         with training.main_process_first(desc="concept labelling"):
             dataset = label_concepts(dataset, teacher, image_column=image_column, top_k=data.concept_top_k,
                                      return_scores=data.soft_concepts, num_proc=data.preprocessing_num_workers,
-                                     activation="sigmoid" if isinstance(teacher, torch.nn.Module) else "softmax")
+                                     activation=data.concept_activation)
         vocabulary = concept_vocabulary(dataset)
     elif "concept_ids" in (dataset.column_names or []):  # labelled earlier with examples/label_concepts.py
         vocabulary = concept_vocabulary(dataset)
@@ -271,8 +268,8 @@ def main(argv: list[str] | None = None) -> dict:
         image_column, caption_column = "image", "caption"
         labels, prompts = held_out["label"], [CLASS_PROMPT.format(color=c, shape=s) for c, s in
                                               (name.split() for name in class_names())]
-        # Small images: OCR at 1.5x instead of rapidocr's default upscale to 736 px and no orientation classifier:
-        # 2.3x faster; finds ~70% of the written captions instead of ~77% (benchmarks/RESULTS.md).
+        # Small images: OCR at a 1.5x upscale instead of rapidocr's default of 736 px, without the orientation
+        # classifier (the letters are upright): several times faster; results.json shows how much text it finds.
         ocr_params = {"Det.limit_side_len": 3 * render_size // 2, "Det.limit_type": "min", "Global.use_cls": False}
         if data.preprocessing_num_workers is None:
             data.preprocessing_num_workers = min(2, os.cpu_count() or 1)
@@ -280,6 +277,7 @@ def main(argv: list[str] | None = None) -> dict:
             from demo_teacher import train_demo_teacher
 
             teacher = train_demo_teacher(demo.image_size, steps=demo.teacher_steps, seed=training.seed)
+            data.concept_activation = "sigmoid"  # it is a multi-label colour + shape classifier
     else:
         pool = load_pairs(data, data.train_split)
         image_column, caption_column = resolve_columns(pool, data)
@@ -295,7 +293,7 @@ def main(argv: list[str] | None = None) -> dict:
                 prompts = [data.prompt_template.format(name) for name in names]
 
     # Decode in the collator, not in datasets: an unreadable image then costs a counted row, not a worker.
-    pool = pool.cast_column(image_column, ImageFeature(decode=False))
+    pool = undecoded(pool, image_column)
     train, cat_report, vocabulary = curate(pool, data, training, image_column, caption_column, teacher, ocr_params)
 
     if is_demo:

@@ -113,7 +113,7 @@ class DiHTModel(CLIPModel):
         # Concept heads get the projections' scale, vision_width^-0.5: logits of order 1 on the LayerNormed CLS.
         # They must be caught before the generic Linear rule (std = initializer_factor = 1), because transformers'
         # `init` functions skip tensors that an earlier rule already initialised.
-        heads = self.__dict__.get("_modules", {}).get("concept_heads")
+        heads = getattr(self, "concept_heads", None)  # absent during CLIPModel.__init__'s own post_init()
         if heads is not None and any(module is head for head in heads.values()):
             init.normal_(module.weight, std=self.vision_embed_dim**-0.5 * self.config.initializer_factor)
             init.zeros_(module.bias)

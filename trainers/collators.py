@@ -151,9 +151,9 @@ class ImageTextCollator:
         batch = dict(self.tokenizer(list(captions), padding=True, truncation=True, return_tensors="pt"))
         batch["pixel_values"] = self.image_processor(list(images), return_tensors="pt")["pixel_values"]
         if self.num_concepts:
-            missing = [c for c in [self.concept_column] if c not in kept_rows[0]]
-            if missing:
-                raise KeyError(f"concept distillation needs column {missing[0]!r} (from curation.label_concepts).")
+            if self.concept_column not in kept_rows[0]:
+                raise KeyError(f"concept distillation needs column {self.concept_column!r} "
+                               "(from curation.label_concepts).")
             scores = [row[self.concept_scores_column] for row in kept_rows] if self.soft_concepts else None
             batch["concept_targets"] = concept_targets([row[self.concept_column] for row in kept_rows],
                                                        self.num_concepts, scores)
