@@ -14,6 +14,11 @@ a folder that `AutoModel`, `AutoTokenizer`, `AutoImageProcessor` and `AutoProces
         --checkpoint diht_vitb16_224px_<sha256>.ckpt --model_name diht_vitb16_224px \\
         --output_dir diht-vitb16-224px --allow_pickle
 
+With `--push_to_hub --hub_model_id me/diht-vitb16-224px` it then writes the model card (license `cc-by-nc-4.0`
+by default, the official weights' license; evaluation results from `--results_json`) and uploads the folder in one
+commit; `--hub_dry_run` writes the card and lists the files instead. These use the `hub_cards` package of
+diht-cosmo, imported only then.
+
 The `.ckpt` files are pickles. Nothing is unpickled unless `--allow_pickle` is given, and then only through
 `torch.load(weights_only=True)`, which accepts tensors and plain containers and refuses any other object (so a
 malicious file cannot run code). `.safetensors` files need no option.
@@ -603,9 +608,28 @@ def main(argv: list[str] | None = None) -> int:
         help="original DiHT .ckpt files are pickles: allow loading them with torch.load(weights_only=True), which "
         "reads tensors only and refuses any other object (no code from the file can run)",
     )
+    hub = parser.add_argument_group(
+        "model card and Hub upload (need the hub_cards package of diht-cosmo, imported only when used)"
+    )
+    hub.add_argument("--push_to_hub", action="store_true",
+                     help="write the model card (README.md) and upload the folder in one commit to --hub_model_id")
+    hub.add_argument("--hub_model_id", help="namespace/name of the Hub model repository")
+    hub.add_argument("--hub_dry_run", action="store_true",
+                     help="write the card and list the files a push would upload, with their sizes; upload nothing")
+    hub.add_argument("--hub_private_repo", action="store_true", default=None, help="create the repository as private")
+    hub.add_argument("--license", default="cc-by-nc-4.0",
+                     help="Hub license id for the card (default cc-by-nc-4.0: the license of the official DiHT "
+                     "weights, which binds their conversions; pass yours for a checkpoint you trained)")
+    hub.add_argument("--results_json", nargs="+", metavar="FILE",
+                     help="evaluation results (records as examples/zero_shot.py writes them) for the card's table "
+                     "and model-index; also writes the card without a push")
+    hub.add_argument("--base_model", help="Hub model id the weights derive from, for the card's metadata")
     args = parser.parse_args(argv)
+    if args.push_to_hub and not args.hub_model_id:
+        parser.error("--push_to_hub needs --hub_model_id")
     config = DiHTConfig.from_json_file(args.config_json) if args.config_json else None
     try:
+        results = _load_results(args.results_json)  # before converting: a bad file fails in a second, not minutes
         convert_checkpoint(
             args.checkpoint,
             args.model_name,
@@ -614,9 +638,33 @@ def main(argv: list[str] | None = None) -> int:
             allow_pickle=args.allow_pickle,
             config=config,
         )
+        if args.push_to_hub or args.hub_dry_run or args.results_json:
+            _write_card_and_push(args, results)
     except (FileNotFoundError, ValueError) as error:  # bad input: a message, not a traceback
         raise SystemExit(f"error: {error}") from error
     return 0
+
+
+def _load_results(paths: list[str] | None) -> list[dict] | None:
+    if not paths:
+        return None
+    from hub_cards import eval_results_from, load_results  # lazily: this module travels as remote code without it
+
+    results = load_results(paths)
+    eval_results_from(results)  # checks every record now
+    return results
+
+
+def _write_card_and_push(args: argparse.Namespace, results: list[dict] | None) -> None:
+    """The card of the converted folder (license, conversion provenance, results), then the push or its dry run."""
+    from hub_cards import publish, write_model_card
+
+    card = dict(results=results, license=args.license, base_model=args.base_model)
+    if not (args.push_to_hub or args.hub_dry_run):
+        print(f"Wrote the model card {write_model_card(args.output_dir, model_id=args.hub_model_id, **card)}")
+        return
+    repo_id = args.hub_model_id or Path(args.output_dir).resolve().name  # a dry run may leave the repo unnamed
+    publish(args.output_dir, repo_id, dry_run=args.hub_dry_run, private=args.hub_private_repo, **card)
 
 
 if __name__ == "__main__":

@@ -9,9 +9,12 @@ logs every term. `ContrastiveTrainer` is the part a second recipe (COSMO) reuses
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import torch
 from transformers import Trainer, TrainerCallback
+
+from hub_cards.card import is_generated_card
 
 from .arguments import ContrastiveTrainingArguments, DiHTTrainingArguments
 from .callbacks import LogitScaleClampCallback
@@ -95,6 +98,19 @@ class ContrastiveTrainer(Trainer):
     def skipped_counts(self) -> dict[str, int]:
         """Rows skipped by the collator in this run so far (all processes), from the log history."""
         return {key: sum(int(entry.get(key, 0)) for entry in self.state.log_history) for key in _SKIP_KEYS}
+
+    def create_model_card(self, *args, **kwargs) -> None:
+        """`Trainer.create_model_card`, unless `<output_dir>/README.md` is a card written by `hub_cards`.
+
+        `Trainer.push_to_hub` (and `save_model` with `push_to_hub`) call this; transformers' draft would replace the
+        card that holds the evaluation table, the model-index and the DiHT details (arXiv 2301.02280), so that card
+        is kept as it is.
+        """
+        readme = Path(self.args.output_dir) / "README.md"
+        if is_generated_card(readme):
+            logger.info("Keeping %s, a hub_cards model card, instead of writing the Trainer's draft card", readme)
+            return
+        super().create_model_card(*args, **kwargs)
 
 
 class DiHTTrainer(ContrastiveTrainer):
