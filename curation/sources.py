@@ -20,6 +20,7 @@ from datasets import Dataset, DatasetDict, Features, Image, IterableDataset, loa
 
 FILE_BUILDERS = {".parquet": "parquet", ".csv": "csv", ".json": "json", ".jsonl": "json", ".arrow": "arrow",
                  ".tar": "webdataset"}
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 OUTPUT_FORMATS = ("saved", "parquet", "webdataset")
 
 
@@ -37,7 +38,8 @@ def load_source(source: str | list[str], *, split: str = "train", streaming: boo
 
     Args:
         source: a folder written by `save_to_disk`; a file, folder or glob of `.tar` shards (webdataset/img2dataset),
-            `.parquet`, `.csv`, `.json(l)` or `.arrow` files, or a list of such files; or a Hub dataset name
+            `.parquet`, `.csv`, `.json(l)` or `.arrow` files, or a list of such files; an image folder (`datasets`'
+            `imagefolder`: one sub-folder per class gives a `label` ClassLabel column); or a Hub dataset name
             (`"user/name"`).
         split: the split to read (a saved `DatasetDict` or a Hub dataset).
         streaming: return a lazy `IterableDataset` (a saved dataset is streamed with `to_iterable_dataset()`).
@@ -75,9 +77,21 @@ def _open_source(source, *, split, streaming, cache_dir, name) -> Dataset | Iter
             raise ValueError(f"{source} mixes file types {sorted(builders)}; point at one kind")
         return load_dataset(builders.pop(), data_files={split: files}, split=split, streaming=streaming,
                             cache_dir=cache_dir)
+    if Path(source).is_dir() and any(p.suffix.lower() in IMAGE_SUFFIXES for p in Path(source).rglob("*")):
+        return _image_folder(source, split=split, streaming=streaming, cache_dir=cache_dir)
     if Path(source).exists() or source.startswith((".", "/")):
         raise ValueError(f"{source}: no saved dataset and no {sorted(FILE_BUILDERS)} files found there")
     return load_dataset(source, name, split=split, streaming=streaming, cache_dir=cache_dir)
+
+
+def _image_folder(source: str, *, split: str, streaming: bool, cache_dir: str | None) -> Dataset | IterableDataset:
+    # `imagefolder` names its splits after `train/`, `test/`... sub-folders, or puts everything in "train".
+    splits = load_dataset("imagefolder", data_dir=source, streaming=streaming, cache_dir=cache_dir)
+    if split in splits:
+        return splits[split]
+    if len(splits) == 1:
+        return next(iter(splits.values()))
+    raise ValueError(f"{source} has the splits {sorted(splits)}, not {split!r}")
 
 
 def undecoded(dataset: Dataset | IterableDataset, image_column: str) -> Dataset | IterableDataset:

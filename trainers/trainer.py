@@ -50,6 +50,8 @@ class ContrastiveTrainer(Trainer):
       processes and logged per interval; `skipped_counts` gives the totals of this run so far, including those
       logged before a resume.
     - `LogitScaleClampCallback(args.max_logit_scale)` is added when the clamp is on.
+    - Callbacks with an `attach(trainer)` method (`evaluation.ZeroShotEvaluationCallback`) are given this trainer,
+      so they log through `self.log`.
     - A collator with `set_epoch` (e.g. `ImageTextCollator`) is told every epoch, so its augmentation, seeded per
       pair and epoch, repeats exactly in a resumed run.
     """
@@ -67,6 +69,9 @@ class ContrastiveTrainer(Trainer):
         self._term_steps = 0
         self._skip_sums = dict.fromkeys(_SKIP_KEYS, 0)
         self.add_callback(_CollatorEpochCallback(self))
+        for callback in self.callback_handler.callbacks:  # e.g. ZeroShotEvaluationCallback: log through self.log
+            if hasattr(callback, "attach"):
+                callback.attach(self)
 
     def compute_loss_terms(self, model, inputs) -> tuple[torch.Tensor, dict[str, torch.Tensor], object]:
         """Return `(loss, named scalar terms to log, model outputs)` for one micro-batch."""
