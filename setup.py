@@ -19,6 +19,7 @@ INSTALL_REQUIRES = [
     "pillow>=10",
     "numpy>=1.26",
     "matplotlib>=3.8,<4",  # examples/pretrain.py plots its training curves
+    "jinja2>=3.1,<4",  # hub_cards renders model cards with huggingface_hub.ModelCard.from_template
 ]
 
 EXTRAS_REQUIRE = {

@@ -11,9 +11,12 @@ https://arxiv.org/abs/2301.02280.
 With no dataset it builds a pool of rendered shapes whose captions mix good pairs with pairs CAT must remove,
 filters the pool with CAT (`curation.cat_filter`), labels concepts with a small frozen teacher it trains itself
 (`curation.label_concepts`), trains a tiny DiHT with `trainers.DiHTTrainer`, and evaluates zero-shot
-classification and retrieval on held-out images against chance. It writes to `--output_dir`:
-`results.json` (metrics, CAT report), `training_curves.png`, `model/` (a checkpoint that `AutoModel` and
-`pipeline("zero-shot-image-classification")` load) and the Trainer's checkpoints when `--save_strategy` asks.
+classification and retrieval on held-out images against chance (`evaluation`, DiHT's protocols; with
+`--zero_shot_eval_steps N` also every N steps). It writes to `--output_dir`: `results.json` (metrics, evaluation
+records, CAT report), `training_curves.png`, `model/` (a checkpoint that `AutoModel` and
+`pipeline("zero-shot-image-classification")` load, with its model card `README.md` from `hub_cards`) and the Trainer's
+checkpoints when `--save_strategy` asks. `--push_to_hub --hub_model_id me/name` uploads `model/` with its card in one
+commit at the end (the Trainer's own push at every save is turned off); `--hub_dry_run` lists the files instead.
 
 Data: a Hub name or local folder (`--dataset_name`), files (`--train_files`, `.tar` shards as img2dataset writes
 them are read as webdataset), a `save_to_disk` folder (`--dataset_path`), optionally `--streaming`. Model: a
@@ -26,11 +29,11 @@ import json
 import logging
 import os
 import sys
+from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from datasets import Dataset, IterableDataset
 from tokenizers import Tokenizer, models, pre_tokenizers, processors
 from transformers import (
@@ -45,8 +48,10 @@ from transformers import (
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from synthetic_scenes import CLASS_PROMPT, KINDS, build_scenes, class_names  # noqa: E402
 
-from curation import cat_filter, concept_vocabulary, label_concepts, load_image  # noqa: E402
+from curation import cat_filter, concept_vocabulary, label_concepts  # noqa: E402
 from curation.sources import load_source, undecoded  # noqa: E402
+from evaluation import ClassificationTask, RetrievalTask, ZeroShotEvaluationCallback  # noqa: E402
+from hub_cards import publish, write_model_card  # noqa: E402
 from modeling_diht import DiHTConfig, DiHTModel  # noqa: E402
 from trainers import (  # noqa: E402
     DiHTTrainer,
@@ -87,6 +92,9 @@ class DataArguments:
     label_column: str = field(default="label", metadata={"help": "Class column of the eval split (zero-shot)."})
     prompt_template: str = field(default="a photo of a {}.", metadata={"help": "Zero-shot prompt for class names."})
     max_eval_samples: int = field(default=2000, metadata={"help": "Cap on held-out pairs evaluated."})
+    zero_shot_eval_steps: int = field(
+        default=0, metadata={"help": "Also evaluate zero-shot on the held-out pairs every N steps during training "
+                                     "(evaluation.ZeroShotEvaluationCallback); 0: at the end only."})
     cat_filter: bool = field(default=True, metadata={"help": "Apply the CAT filter before training."})
     cat_min_complexity: int = field(default=1, metadata={"help": "CAT: smallest caption complexity kept."})
     cat_min_actions: int = field(default=1, metadata={"help": "CAT: fewest actions kept."})
@@ -103,6 +111,13 @@ class DataArguments:
     soft_concepts: bool = field(default=False, metadata={"help": "Teacher scores as soft targets, not top-k 1s."})
     train_augmentation: bool = field(default=True, metadata={"help": "DiHT's RandomResizedCrop(0.9, 1)."})
     preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc of the map steps."})
+
+
+@dataclass
+class PublishArguments:
+    hub_dry_run: bool = field(default=False, metadata={
+        "help": "With --push_to_hub (or alone): write the model card and list what would be uploaded; upload nothing."})
+    license: str = field(default="apache-2.0", metadata={"help": "License id of the model card's metadata."})
 
 
 @dataclass
@@ -192,52 +207,22 @@ def curate(dataset, data: DataArguments, training: DiHTTrainingArguments, image_
 
 # ---- evaluation ------------------------------------------------------------------------------------------------------
 
-@torch.no_grad()
-def encode_images(model, image_processor, images, batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised image embeddings, `(N, P)`."""
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(images), batch_size):
-        pixels = image_processor([load_image(x) for x in images[start:start + batch_size]], return_tensors="pt")
-        out.append(model.get_image_features(pixel_values=pixels["pixel_values"].to(device)).pooler_output)
-    return F.normalize(torch.cat(out).float(), dim=-1)
+def held_out_tasks(held_out: Dataset, *, image_column: str, caption_column: str, label_column: str,
+                   names: list[str] | None, template: str, info: dict) -> list[ClassificationTask | RetrievalTask]:
+    """Zero-shot classification (when the classes are known) and retrieval on the held-out pairs.
 
-
-@torch.no_grad()
-def encode_texts(model, tokenizer, texts, batch_size: int = 256) -> torch.Tensor:
-    """L2-normalised text embeddings, `(N, P)`."""
-    device = next(model.parameters()).device
-    out = []
-    for start in range(0, len(texts), batch_size):
-        tokens = tokenizer(list(texts[start:start + batch_size]), padding=True, truncation=True,
-                           return_tensors="pt").to(device)
-        out.append(model.get_text_features(**tokens).pooler_output)
-    return F.normalize(torch.cat(out).float(), dim=-1)
-
-
-def evaluate_zero_shot(model, tokenizer, image_processor, held_out: Dataset, *, image_column: str,
-                       caption_column: str, labels: list[int] | None, prompts: list[str] | None) -> dict:
-    """Zero-shot top-1 (when classes are known) and image<->caption retrieval R@1 on held-out pairs.
-
-    A retrieved caption counts as a hit when it is the image's own or, with class labels, one of the same class (the
-    demo's captions repeat across images of a class).
+    Retrieval keeps the images whose caption is unique in the held-out set: with the protocol's one relevant caption
+    per image, a caption shared by several images (the demo's captions repeat) would count its twins as misses.
     """
-    model.eval()
-    images = encode_images(model, image_processor, held_out[image_column])  # (N, P)
-    texts = encode_texts(model, tokenizer, held_out[caption_column])  # (N, P)
-    n = len(held_out)
-    same = torch.eye(n, dtype=torch.bool)
-    results = {}
-    if labels is not None and prompts:
-        label_tensor = torch.tensor(labels)
-        same |= label_tensor[:, None] == label_tensor[None, :]
-        classifier = encode_texts(model, tokenizer, prompts)  # (C, P)
-        results["zero_shot_top1"] = ((images @ classifier.t()).argmax(1) == label_tensor).float().mean().item()
-        results["chance_top1"] = 1.0 / len(prompts)
-    similarity = images @ texts.t()  # (N images, N captions)
-    results["retrieval_r1_image_to_text"] = same[torch.arange(n), similarity.argmax(1)].float().mean().item()
-    results["retrieval_r1_text_to_image"] = same[similarity.argmax(0), torch.arange(n)].float().mean().item()
-    return results
+    tasks = []
+    if names:
+        tasks.append(ClassificationTask(held_out, class_names=names, templates=[template], image_column=image_column,
+                                        label_column=label_column, dataset_info=info))
+    counts = Counter(held_out[caption_column])
+    unique = [i for i, caption in enumerate(held_out[caption_column]) if counts[caption] == 1]
+    tasks.append(RetrievalTask(held_out.select(unique), image_column=image_column, caption_column=caption_column,
+                               dataset_info=info))
+    return tasks
 
 
 # ---- the run ---------------------------------------------------------------------------------------------------------
@@ -252,8 +237,10 @@ def demo_defaults() -> list[str]:
 
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, DemoArguments, DiHTTrainingArguments))
-    model_args, data, demo, training = parser.parse_args_into_dataclasses(args=demo_defaults() + argv)
+    parser = HfArgumentParser((ModelArguments, DataArguments, DemoArguments, PublishArguments, DiHTTrainingArguments))
+    model_args, data, demo, hub, training = parser.parse_args_into_dataclasses(args=demo_defaults() + argv)
+    # One commit with the final model and its card (hub_cards.publish) instead of the Trainer's push at every save.
+    push_to_hub, training.push_to_hub = training.push_to_hub or hub.hub_dry_run, False
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training.should_log else logging.WARNING)
     is_demo = not (data.dataset_name or data.train_files or data.dataset_path)
@@ -266,8 +253,8 @@ def main(argv: list[str] | None = None) -> dict:
                             text_share=demo.noise_share)
         held_out = build_scenes(demo.num_eval, image_size=render_size, seed=training.seed + 1)
         image_column, caption_column = "image", "caption"
-        labels, prompts = held_out["label"], [CLASS_PROMPT.format(color=c, shape=s) for c, s in
-                                              (name.split() for name in class_names())]
+        names, template = class_names(), CLASS_PROMPT.replace("{color} {shape}", "{}")  # "a photo of a {}"
+        eval_info = {"name": "synthetic scenes (demo)", "type": "synthetic-scenes", "split": "held-out"}
         # Small images: OCR at a 1.5x upscale instead of rapidocr's default of 736 px, without the orientation
         # classifier (the letters are upright): several times faster; results.json shows how much text it finds.
         ocr_params = {"Det.limit_side_len": 3 * render_size // 2, "Det.limit_type": "min", "Global.use_cls": False}
@@ -281,23 +268,23 @@ def main(argv: list[str] | None = None) -> dict:
     else:
         pool = load_pairs(data, data.train_split)
         image_column, caption_column = resolve_columns(pool, data)
-        held_out, labels, prompts = None, None, None
+        held_out, names, template = None, None, data.prompt_template
+        eval_info = {"name": data.dataset_name or data.dataset_path, "type": data.dataset_name or "local",
+                     "split": data.eval_split}
         if data.eval_split:
             held_out = load_pairs(data, data.eval_split)
             if isinstance(held_out, IterableDataset):
                 held_out = Dataset.from_list(list(held_out.take(data.max_eval_samples)), features=held_out.features)
             held_out = held_out.select(range(min(len(held_out), data.max_eval_samples)))
-            if data.label_column in held_out.column_names:
-                labels = held_out[data.label_column]
-                names = held_out.features[data.label_column].names  # a ClassLabel column names its classes
-                prompts = [data.prompt_template.format(name) for name in names]
+            feature = held_out.features.get(data.label_column)
+            names = getattr(feature, "names", None)  # a ClassLabel column names its classes
 
     # Decode in the collator, not in datasets: an unreadable image then costs a counted row, not a worker.
     pool = undecoded(pool, image_column)
     train, cat_report, vocabulary = curate(pool, data, training, image_column, caption_column, teacher, ocr_params)
 
     if is_demo:
-        tokenizer = build_word_tokenizer([*pool[caption_column], *prompts])
+        tokenizer = build_word_tokenizer([*pool[caption_column], *(template.format(name) for name in names)])
         image_processor = CLIPImageProcessor(size={"shortest_edge": demo.image_size},
                                              crop_size={"height": demo.image_size, "width": demo.image_size})
         set_seed(training.seed)  # the same initial weights in every process and every run
@@ -338,14 +325,27 @@ def main(argv: list[str] | None = None) -> dict:
         train_transform=diht_train_transform(image_size) if data.train_augmentation else None,
         num_concepts=len(vocabulary) or None, soft_concepts=data.soft_concepts,
     )
-    trainer = DiHTTrainer(model=model, args=training, train_dataset=train, data_collator=collator)
+    tasks = []
+    if held_out is not None:
+        tasks = held_out_tasks(held_out, image_column=image_column, caption_column=caption_column,
+                               label_column=data.label_column, names=names, template=template, info=eval_info)
+    callbacks = []
+    if tasks and data.zero_shot_eval_steps:
+        callbacks.append(ZeroShotEvaluationCallback(tasks, tokenizer, image_processor,
+                                                    eval_steps=data.zero_shot_eval_steps, at_train_end=False))
+    trainer = DiHTTrainer(model=model, args=training, train_dataset=train, data_collator=collator,
+                          callbacks=callbacks)
     trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
 
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     results = {"train_loss_first": losses[0], "train_loss_last": losses[-1]} if losses else {}
-    if held_out is not None:  # every process evaluates: under ZeRO-3 each forward gathers the weights collectively
-        results = evaluate_zero_shot(trainer.model, tokenizer, image_processor, held_out, image_column=image_column,
-                                     caption_column=caption_column, labels=labels, prompts=prompts) | results
+    # Every process evaluates: under ZeRO-3 each forward gathers the weights collectively.
+    evaluation = [task.run(trainer.model, tokenizer, image_processor) for task in tasks]
+    for record in evaluation:
+        if record["task"] == "classification":
+            results["zero_shot_top1"] = record["metrics"]["top1"]
+            results["chance_top1"] = 1.0 / record["num_classes"]
+    results["evaluation"] = evaluation
     results["skipped"] = trainer.skipped_counts
     if cat_report is not None and not isinstance(train, IterableDataset):
         results["cat_report"] = dict(cat_report)
@@ -362,6 +362,21 @@ def main(argv: list[str] | None = None) -> dict:
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(output_dir / "model")
         image_processor.save_pretrained(output_dir / "model")
+        card = dict(results=evaluation, cat_report=results.get("cat_report"), training_args=training,
+                    datasets=[data.dataset_name] if data.dataset_name and not Path(data.dataset_name).exists() else None,
+                    base_model=(model_args.model_name_or_path if model_args.model_name_or_path
+                                and not Path(model_args.model_name_or_path).exists() else None),
+                    license=hub.license)
+        if push_to_hub:
+            repo_id = training.hub_model_id or output_dir.name
+            uploaded = publish(output_dir / "model", repo_id, dry_run=hub.hub_dry_run,
+                               private=training.hub_private_repo, token=training.hub_token,
+                               revision=training.hub_revision, **card)
+            results["hub"] = {"repo_id": repo_id, "dry_run": hub.hub_dry_run,
+                              "files": uploaded if hub.hub_dry_run else None}
+        else:  # the card goes into the folder anyway: it is what a reader of the checkpoint needs
+            write_model_card(output_dir / "model", model_id=training.hub_model_id, training=card.pop("training_args"),
+                             **card)
         if losses:
             plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))

@@ -1,4 +1,7 @@
-"""Shared fixtures: tiny DiHT configurations built in code (no downloads)."""
+"""Shared fixtures: tiny DiHT configurations built in code (no downloads), and one run of the embedded demo."""
+
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -43,3 +46,22 @@ def config() -> DiHTConfig:
 @pytest.fixture
 def batch() -> dict[str, torch.Tensor]:
     return random_batch()
+
+
+@pytest.fixture(scope="session")
+def demo_run(tmp_path_factory) -> tuple[Path, dict]:
+    """One short run of `examples/pretrain.py` on its built-in data (700 pairs, 150 steps; about a minute), shared by
+    the tests of the demo and of the commands that start from its checkpoint (`<folder>/model`). It ends with a Hub
+    dry run (card written, files listed, nothing uploaded).
+
+    Returns:
+        `(output folder, the results dict main() returned)`.
+    """
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
+    import pretrain
+
+    folder = tmp_path_factory.mktemp("pretrain_demo")
+    results = pretrain.main(["--output_dir", str(folder), "--max_steps", "150", "--num_train", "700",
+                             "--num_eval", "200", "--teacher_steps", "60", "--disable_tqdm", "true",
+                             "--hub_dry_run", "true", "--hub_model_id", "me/diht-demo"])
+    return folder, results

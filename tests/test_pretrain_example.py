@@ -5,8 +5,10 @@ import random
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 import torch.nn.functional as F
+from huggingface_hub import ModelCard
 from transformers import AutoImageProcessor, AutoModel, AutoTokenizer, pipeline
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
@@ -14,16 +16,25 @@ import pretrain  # noqa: E402
 from synthetic_scenes import CONCEPTS, render  # noqa: E402
 
 
-def test_demo_filters_distils_learns_and_writes_a_folder_the_pipeline_loads(tmp_path):
-    results = pretrain.main(["--output_dir", str(tmp_path), "--max_steps", "150", "--num_train", "700",
-                             "--num_eval", "200", "--teacher_steps", "60", "--disable_tqdm", "true"])
+def test_demo_filters_distils_learns_and_writes_a_folder_the_pipeline_loads(demo_run):
+    tmp_path, results = demo_run  # conftest: pretrain.main on the built-in data, 700 pairs, 150 steps
 
     saved = json.loads((tmp_path / "results.json").read_text())
     assert saved == results
     assert saved["chance_top1"] == 1 / 20  # 5 colours x 4 shapes
     assert saved["train_loss_last"] < saved["train_loss_first"]
     assert saved["zero_shot_top1"] > 4 * saved["chance_top1"]
-    assert saved["retrieval_r1_image_to_text"] > 4 * saved["chance_top1"]
+    classification, retrieval = saved["evaluation"]  # the zero-shot records of evaluation.ClassificationTask/...
+    assert classification["metrics"]["top1"] == saved["zero_shot_top1"] and classification["num_classes"] == 20
+    assert retrieval["metrics"]["image_to_text_recall@10"] > 4 * 10 / retrieval["num_texts"]  # 4x chance at k=10
+
+    # The card: written into the folder, its model-index carries the evaluation; the dry run lists the upload.
+    card = ModelCard.load(tmp_path / "model" / "README.md")
+    (top1,) = [r.metric_value for r in card.data.eval_results if r.metric_type == "accuracy"]
+    assert top1 == pytest.approx(100 * saved["zero_shot_top1"], abs=0.01)
+    assert saved["hub"]["repo_id"] == "me/diht-demo" and saved["hub"]["dry_run"] is True
+    assert {"model.safetensors", "config.json", "README.md", "modeling_diht.py", "tokenizer.json",
+            "preprocessor_config.json"} <= set(saved["hub"]["files"])
 
     # CAT: the counts add up, the planted caption kinds are removed, no clean caption is lost, written text is found.
     report, planted, removed = saved["cat_report"], saved["cat_pool_by_kind"], saved["cat_removed_by_kind"]
