@@ -61,6 +61,22 @@ class DiHTConfig(PreTrainedConfig):
             the key, predicting that many concepts from the pooled image-tower output. Empty, `None` or a size of 0
             means no head; released DiHT checkpoints carry none.
         initializer_factor (`float`, defaults to 1.0): scale of the initialisation, as in CLIP.
+        few_shot_delta (`float`, defaults to 0.25): radius δ of the ball that holds the learned residual W of
+            [`DiHTForImageClassification`]'s prompt-initialised head (few-shot adaptation, arXiv 2301.02280,
+            PAPERS.md §1.5), in the Frobenius norm of the whole `(num_labels, projection_dim)` matrix. The paper
+            grid-searches δ and publishes neither its grid nor its norm; the Frobenius norm is our reading and the
+            default is a middle value of the grid `examples/few_shot.py` searches, not a published one. 0 keeps the
+            zero-shot classifier W₀.
+        few_shot_bias_delta (`float`, defaults to 0.1): radius δ_b of the Euclidean ball that holds the learned bias
+            residual b. Same caveats as `few_shot_delta`.
+        few_shot_logit_scale (`float`, *optional*): the multiplier of the head's logits, `s · (x (W₀ + W)ᵀ + b)`.
+            The paper's objective has no temperature, but with unit-norm x and W₀ the cross-entropy needs one.
+            `None` (default) uses the checkpoint's own `exp(logit_scale)`, frozen, so that step-0 logits are exactly
+            the zero-shot logits of [`DiHTModel`]; a number fixes it instead (e.g. 100, the evaluation protocol's).
+            Not confirmed by the paper.
+        few_shot_train_image_tower (`bool`, defaults to `False`): also train the image tower and its projection when
+            fine-tuning a [`DiHTForImageClassification`]. By default they are frozen and only the residuals W, b
+            train (the paper's formulation); the logit scale is always frozen.
 
     Example:
         >>> from modeling_diht import DiHTConfig, DiHTModel
@@ -79,9 +95,18 @@ class DiHTConfig(PreTrainedConfig):
     hn_nce_beta: float = 0.5
     concept_head_sizes: dict[str, int] | None = None
     initializer_factor: float = 1.0
+    few_shot_delta: float = 0.25
+    few_shot_bias_delta: float = 0.1
+    few_shot_logit_scale: float | None = None
+    few_shot_train_image_tower: bool = False
 
     def __post_init__(self, **kwargs):
         super().__post_init__(**kwargs)
+        for name in ("few_shot_delta", "few_shot_bias_delta"):
+            if getattr(self, name) < 0:
+                raise ValueError(f"{name} is the radius of a ball and must be >= 0, got {getattr(self, name)}")
+        if self.few_shot_logit_scale is not None and self.few_shot_logit_scale <= 0:
+            raise ValueError(f"few_shot_logit_scale must be positive, got {self.few_shot_logit_scale}")
         if self.concept_head_sizes:
             for name, size in self.concept_head_sizes.items():
                 if not isinstance(size, int) or size < 0:

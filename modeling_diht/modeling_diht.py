@@ -8,6 +8,9 @@ file reuses transformers' CLIP modules and only adds what DiHT changes: the HN-N
 `return_loss=True`, and optional linear concept-distillation heads on the pooled image-tower output. Parameter names
 are those of `transformers.CLIPModel`, so a CLIP checkpoint warm-starts a DiHT model key for key.
 
+`DiHTForImageClassification` is the paper's few-shot model: the image tower of a dual encoder with a classifier that
+starts as the zero-shot classifier of the class prompts and learns residuals inside small balls (PAPERS.md §1.5).
+
 The model computes the loss of its local batch only; gathering across processes lives in the trainer.
 This file imports only torch, transformers' public API and its siblings, so it travels with a checkpoint as
 remote code.
@@ -19,9 +22,9 @@ from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import CLIPModel
+from transformers import CLIPModel, CLIPPreTrainedModel, CLIPVisionModel
 from transformers import initialization as init
-from transformers.modeling_outputs import BaseModelOutputWithPooling
+from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.models.clip.modeling_clip import CLIPOutput
 
 from .configuration_diht import DiHTConfig
@@ -189,4 +192,259 @@ class DiHTModel(CLIPModel):
         return output if return_dict else output.to_tuple()
 
 
-__all__ = ["DiHTModel", "DiHTOutput"]
+@torch.no_grad()
+def project_onto_ball_(tensor: torch.Tensor, radius: float) -> torch.Tensor:
+    """Rescale `tensor` in place onto the ball {‖t‖ ≤ radius} (Frobenius / Euclidean norm of the whole tensor).
+
+    The Euclidean projection onto a ball centred at 0: a tensor inside is left untouched, one outside keeps its
+    direction and gets norm `radius`; radius 0 gives zeros.
+    """
+    norm = torch.linalg.vector_norm(tensor.detach().float())
+    if norm > radius:
+        tensor.mul_(radius / norm if radius > 0 else 0.0)
+    return tensor
+
+
+class DiHTPromptInitialisedHead(nn.Module):
+    r"""Linear classifier `x (W₀ + W)ᵀ + b` on unit-norm image embeddings, W₀ fixed, W and b learned residuals.
+
+    DiHT's few-shot adaptation (arXiv 2301.02280, §few-shot; PAPERS.md §1.5) starts from the zero-shot classifier W₀
+    (class prompt embeddings) and learns only residuals kept inside balls, ‖W‖ ≤ δ and ‖b‖ ≤ δ_b, by projected
+    gradient descent: with W = b = 0 the head *is* the zero-shot classifier, and δ = δ_b = 0 keeps it so.
+
+    Args:
+        num_labels: C, the number of classes.
+        embed_dim: P, the size of the joint embedding space.
+
+    Buffers and parameters:
+        zero_shot_weight (`(C, P)` persistent buffer): W₀, saved with the model, never trained.
+        residual_weight (`(C, P)` parameter): W, initialised to zero.
+        residual_bias (`(C,)` parameter): b, initialised to zero.
+    """
+
+    def __init__(self, num_labels: int, embed_dim: int):
+        super().__init__()
+        self.register_buffer("zero_shot_weight", torch.zeros(num_labels, embed_dim), persistent=True)
+        self.residual_weight = nn.Parameter(torch.zeros(num_labels, embed_dim))
+        self.residual_bias = nn.Parameter(torch.zeros(num_labels))
+
+    def forward(self, image_embeds: torch.Tensor, scale: torch.Tensor | float) -> torch.Tensor:
+        """`scale · (x (W₀ + W)ᵀ + b)` for unit-norm `image_embeds` x of shape `(B, P)`; returns `(B, C)` logits."""
+        weight = self.zero_shot_weight + self.residual_weight  # (C, P)
+        return scale * (image_embeds @ weight.t() + self.residual_bias)  # (B, C)
+
+    @torch.no_grad()
+    def project_(self, delta: float, bias_delta: float) -> None:
+        """The projection step of projected gradient descent: W onto the Frobenius δ-ball, b onto the δ_b-ball."""
+        project_onto_ball_(self.residual_weight, delta)
+        project_onto_ball_(self.residual_bias, bias_delta)
+
+
+class DiHTForImageClassification(CLIPPreTrainedModel):
+    r"""DiHT's image tower with a prompt-initialised classifier for few-shot adaptation (arXiv 2301.02280, §few-shot).
+
+    Solves the paper's problem (PAPERS.md §1.5)
+
+        min_{‖W‖ ≤ δ, ‖b‖ ≤ δ_b}  Σ_i CE(y_i, s · (x_iᵀ (W + W₀) + b))
+
+    with x_i the L2-normalised image embedding, W₀ the zero-shot classifier built from class prompts
+    (`zero_shot_weight`, fixed), W, b learned residuals that start at zero, and δ, δ_b = `config.few_shot_delta`,
+    `config.few_shot_bias_delta`. Training is projected gradient descent: an optimizer step, then
+    `project_residuals_()` (the Trainer does it through `trainers.DeltaBallProjectionCallback`).
+
+    Choices the paper leaves open (configurable, *not confirmed*): ‖W‖ is the Frobenius norm of the whole matrix and
+    ‖b‖ the Euclidean norm; the logits carry a scale s (`config.few_shot_logit_scale`, by default the checkpoint's
+    `exp(logit_scale)`, frozen) that multiplies the bias too, so δ and δ_b are both in units of cosine similarity;
+    the loss is the mean, not the sum, of the cross-entropies (a rescaled learning rate). The image tower and its
+    projection are frozen unless `config.few_shot_train_image_tower` (or adapters, e.g. LoRA through `peft`, are
+    added); `logit_scale` is always frozen.
+
+    Parameter names are those of [`DiHTModel`] (`vision_model.*`, `visual_projection.weight`, `logit_scale`), so
+    `from_pretrained` on a dual-encoder checkpoint loads the image tower and ignores the text tower; the head's W₀ is
+    then zero until `set_zero_shot_weights` fills it. `from_dual_encoder` does both at once. At step 0 (W = b = 0)
+    the logits are exactly the zero-shot logits `exp(logit_scale) · x W₀ᵀ` of the dual encoder.
+
+    Example:
+        >>> import torch
+        >>> from modeling_diht import DiHTConfig, DiHTForImageClassification, DiHTModel
+        >>> tower = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4}
+        >>> dual = DiHTModel(DiHTConfig(text_config=tower, vision_config={**tower, "image_size": 30, "patch_size": 2},
+        ...                             projection_dim=16))
+        >>> zero_shot = torch.nn.functional.normalize(torch.randn(3, 16), dim=-1)  # (C, P) class prompt embeddings
+        >>> model = DiHTForImageClassification.from_dual_encoder(dual, zero_shot, ["cat", "dog", "bird"])
+        >>> model(pixel_values=torch.randn(2, 3, 30, 30), labels=torch.tensor([0, 2])).logits.shape
+        torch.Size([2, 3])
+    """
+
+    config_class = DiHTConfig
+    config: DiHTConfig
+    base_model_prefix = "diht"
+    main_input_name = "pixel_values"
+    input_modalities = ("image",)
+    # A dual-encoder checkpoint carries a text tower (and maybe concept heads) that this model does not use.
+    _keys_to_ignore_on_load_unexpected = [r"^text_model\.", r"^text_projection\.", r"^concept_heads\."]
+    # The loss is a mean over the batch; the Trainer must not pass `num_items_in_batch` through `**kwargs`.
+    accepts_loss_kwargs = False
+
+    def __init__(self, config: DiHTConfig):
+        super().__init__(config)
+        self.num_labels = config.num_labels
+        self.vision_embed_dim = config.vision_config.hidden_size
+        self.vision_model = CLIPVisionModel._from_config(config.vision_config)
+        self.visual_projection = nn.Linear(self.vision_embed_dim, config.projection_dim, bias=False)
+        self.logit_scale = nn.Parameter(torch.tensor(config.logit_scale_init_value))
+        self.classifier = DiHTPromptInitialisedHead(config.num_labels, config.projection_dim)
+        self.post_init()
+        self._freeze()
+
+    def _freeze(self) -> None:
+        self.logit_scale.requires_grad_(False)  # the temperature of the zero-shot classifier stays fixed
+        if not self.config.few_shot_train_image_tower:
+            self.vision_model.requires_grad_(False)
+            self.visual_projection.requires_grad_(False)
+
+    @classmethod
+    def from_pretrained(cls, *args, **kwargs) -> DiHTForImageClassification:
+        """`PreTrainedModel.from_pretrained`, then the frozen parts frozen again (loading replaces the parameters,
+        and with them their `requires_grad`)."""
+        loaded = super().from_pretrained(*args, **kwargs)
+        (loaded[0] if isinstance(loaded, tuple) else loaded)._freeze()  # a tuple with `output_loading_info=True`
+        return loaded
+
+    @torch.no_grad()
+    def _init_weights(self, module: nn.Module) -> None:
+        # Caught before the generic rules (transformers' `init` functions skip tensors already initialised).
+        if module is self:
+            init.constant_(self.logit_scale, self.config.logit_scale_init_value)
+        elif module is getattr(self, "visual_projection", None):  # CLIPModel's rule for the projection
+            init.normal_(module.weight, std=self.vision_embed_dim**-0.5 * self.config.initializer_factor)
+            return
+        elif isinstance(module, DiHTPromptInitialisedHead):  # W₀ = 0 until set; residuals start at zero
+            init.zeros_(module.zero_shot_weight)
+            init.zeros_(module.residual_weight)
+            init.zeros_(module.residual_bias)
+            return
+        super()._init_weights(module)
+
+    @classmethod
+    def from_dual_encoder(
+        cls,
+        model: DiHTModel,
+        zero_shot_weights: torch.Tensor,
+        id2label: dict[int, str] | list[str] | None = None,
+        **config_overrides,
+    ) -> DiHTForImageClassification:
+        """Build the few-shot model from a dual encoder and its zero-shot classifier.
+
+        Args:
+            model: a [`DiHTModel`] (or a `CLIPModel`); its image tower, projection and logit scale
+                are copied.
+            zero_shot_weights: W₀ of shape `(C, projection_dim)`, e.g. `evaluation.zero_shot_classifier(...)`: per
+                class, the normalised mean of its normalised prompt embeddings.
+            id2label: the class names, as a list or `{index: name}` (default `LABEL_0`, …).
+            **config_overrides: fields of the config to change, e.g. `few_shot_delta=0.5`.
+
+        Returns:
+            A `DiHTForImageClassification` on the dual encoder's device and dtype whose step-0 predictions are the
+            zero-shot predictions.
+        """
+        num_labels, embed_dim = zero_shot_weights.shape
+        if isinstance(id2label, (list, tuple)):
+            id2label = dict(enumerate(id2label))
+        id2label = id2label or {i: f"LABEL_{i}" for i in range(num_labels)}
+        if len(id2label) != num_labels:
+            raise ValueError(f"{len(id2label)} class names for a zero-shot classifier of {num_labels} classes.")
+        config = DiHTConfig.from_dict(model.config.to_dict())  # a copy (a CLIP config becomes DiHT's)
+        for key, value in config_overrides.items():
+            if not hasattr(config, key):
+                raise ValueError(f"{type(config).__name__} has no field {key!r}")
+            setattr(config, key, value)
+        config.id2label = {int(i): name for i, name in id2label.items()}
+        config.label2id = {name: i for i, name in config.id2label.items()}
+        config.auto_map = None  # the dual encoder's entries do not describe this model
+        config._attn_implementation = model.config._attn_implementation
+        classifier = cls(config)
+        tower = {k: v for k, v in model.state_dict().items()
+                 if k.startswith(("vision_model.", "visual_projection.")) or k == "logit_scale"}
+        missing, unexpected = classifier.load_state_dict(tower, strict=False)
+        missing = [k for k in missing if not k.startswith("classifier.")]
+        if missing or unexpected:
+            raise ValueError(f"the dual encoder does not match: missing {missing}, unexpected {unexpected}")
+        parameter = next(model.parameters())
+        classifier.to(device=parameter.device, dtype=parameter.dtype)
+        classifier.set_zero_shot_weights(zero_shot_weights)
+        return classifier
+
+    @torch.no_grad()
+    def set_zero_shot_weights(self, zero_shot_weights: torch.Tensor) -> None:
+        """Set W₀ (shape `(num_labels, projection_dim)`) and reset the residuals W, b to zero."""
+        head = self.classifier
+        if zero_shot_weights.shape != head.zero_shot_weight.shape:
+            raise ValueError(f"zero-shot weights of shape {tuple(zero_shot_weights.shape)}; this model needs "
+                             f"{tuple(head.zero_shot_weight.shape)} (num_labels, projection_dim)")
+        head.zero_shot_weight.copy_(zero_shot_weights)
+        head.residual_weight.zero_()
+        head.residual_bias.zero_()
+
+    def project_residuals_(self) -> None:
+        """Project W onto the Frobenius `config.few_shot_delta`-ball and b onto the `config.few_shot_bias_delta`-ball.
+
+        Call after every optimizer step (`trainers.DeltaBallProjectionCallback`). Every prompt-initialised head inside
+        the model is projected, so it also works on the trainable copy that `peft`'s `modules_to_save` makes.
+        """
+        for module in self.modules():
+            if isinstance(module, DiHTPromptInitialisedHead):
+                module.project_(self.config.few_shot_delta, self.config.few_shot_bias_delta)
+
+    def classifier_scale(self) -> torch.Tensor:
+        """s, the multiplier of the logits: `config.few_shot_logit_scale`, or the checkpoint's `exp(logit_scale)`."""
+        if self.config.few_shot_logit_scale is not None:
+            return self.logit_scale.new_tensor(self.config.few_shot_logit_scale)
+        return self.logit_scale.exp()
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        """`PreTrainedModel.save_pretrained`; a config read from a dual-encoder folder loses that folder's `auto_map`
+        entries, which name the dual encoder, so only this model's (`AutoModelForImageClassification`) remains."""
+        if getattr(self.config, "auto_map", None):
+            self.config.auto_map = {key: value for key, value in self.config.auto_map.items()
+                                    if key not in ("AutoModel", "AutoModelForZeroShotImageClassification")}
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+    def forward(
+        self,
+        pixel_values: torch.FloatTensor | None = None,
+        labels: torch.LongTensor | None = None,
+        interpolate_pos_encoding: bool = False,
+        return_dict: bool | None = None,
+        **kwargs,
+    ) -> ImageClassifierOutput | tuple:
+        r"""Classify a batch of images with the prompt-initialised head.
+
+        Args:
+            pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`).
+            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): class indices; the loss is then the
+                mean cross-entropy of the logits.
+            interpolate_pos_encoding (`bool`): interpolate the image position embeddings for other resolutions.
+            return_dict (`bool`, *optional*): return a tuple instead of an `ImageClassifierOutput` when `False`.
+            **kwargs: passed to the image tower (e.g. `output_hidden_states=True`).
+
+        Returns:
+            `ImageClassifierOutput` with `logits` of shape `(batch_size, num_labels)`, `s · (x (W₀ + W)ᵀ + b)`, and
+            `loss` when `labels` are given.
+        """
+        vision_outputs: BaseModelOutputWithPooling = self.vision_model(
+            pixel_values=pixel_values, interpolate_pos_encoding=interpolate_pos_encoding, **kwargs
+        )
+        image_embeds = nn.functional.normalize(self.visual_projection(vision_outputs.pooler_output), dim=-1)  # (B, P)
+        logits = self.classifier(image_embeds, self.classifier_scale())  # (B, C)
+        loss = None
+        if labels is not None:
+            loss = nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
+        output = ImageClassifierOutput(
+            loss=loss, logits=logits, hidden_states=vision_outputs.hidden_states, attentions=vision_outputs.attentions
+        )
+        return_dict = return_dict if return_dict is not None else self.config.return_dict
+        return output if return_dict else output.to_tuple()
+
+
+__all__ = ["DiHTForImageClassification", "DiHTModel", "DiHTOutput", "DiHTPromptInitialisedHead", "project_onto_ball_"]

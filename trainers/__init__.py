@@ -4,6 +4,7 @@
   named loss terms (arXiv 2301.02280).
 - `ContrastiveTrainer`, `ContrastiveTrainingArguments`, `LogitScaleClampCallback`: the parts another image-text
   recipe reuses.
+- `DeltaBallProjectionCallback`: projected gradient descent for the few-shot head (`DiHTForImageClassification`).
 - `HNNCELoss`, `concept_distillation_loss`: the losses, distributed-aware.
 - `all_gather_with_grad`: the differentiable gather they rest on.
 - `plot_training_curves`: the run's loss terms and logit scale as a PNG.
@@ -11,7 +12,7 @@
 """
 
 from .arguments import ContrastiveTrainingArguments, DiHTTrainingArguments
-from .callbacks import LogitScaleClampCallback
+from .callbacks import DeltaBallProjectionCallback, LogitScaleClampCallback
 from .collators import ImageTextCollator, concept_targets, diht_train_transform
 from .distributed import all_gather_with_grad, is_distributed, rank_and_world_size
 from .losses import HNNCELoss, concept_distillation_loss
@@ -21,6 +22,7 @@ from .trainer import ContrastiveTrainer, DiHTTrainer
 __all__ = [
     "ContrastiveTrainer",
     "ContrastiveTrainingArguments",
+    "DeltaBallProjectionCallback",
     "DiHTTrainer",
     "DiHTTrainingArguments",
     "HNNCELoss",

@@ -7,7 +7,7 @@ import math
 import torch
 from transformers import TrainerCallback
 
-__all__ = ["LogitScaleClampCallback"]
+__all__ = ["DeltaBallProjectionCallback", "LogitScaleClampCallback"]
 
 
 class LogitScaleClampCallback(TrainerCallback):
@@ -55,3 +55,45 @@ class LogitScaleClampCallback(TrainerCallback):
                 param.data.clamp_(0, self.upper)
             return
         param.data.clamp_(0, self.upper)
+
+
+def _unwrap(model: torch.nn.Module) -> torch.nn.Module:
+    """The model inside data-parallel, `torch.compile` and `peft` wrappers."""
+    while True:
+        if isinstance(model, (torch.nn.parallel.DistributedDataParallel, torch.nn.DataParallel)):
+            inner = model.module
+        elif isinstance(getattr(model, "_orig_mod", None), torch.nn.Module):  # torch.compile
+            inner = model._orig_mod
+        elif callable(getattr(model, "get_base_model", None)):  # a PeftModel: the model with its adapters injected
+            inner = model.get_base_model()
+        else:
+            return model
+        if inner is model:
+            return model
+        model = inner
+
+
+class DeltaBallProjectionCallback(TrainerCallback):
+    """Projected gradient descent for DiHT's prompt-initialised few-shot head (arXiv 2301.02280, §few-shot).
+
+    After every optimizer step (not after each gradient-accumulation micro-step) it calls the model's
+    `project_residuals_()`, which rescales the residual W onto the δ-ball and b onto the δ_b-ball
+    (`modeling_diht.DiHTForImageClassification`, PAPERS.md §1.5). The model is unwrapped first (DDP,
+    `torch.compile`, a `peft` model with LoRA adapters and `modules_to_save`). Use it with a plain optimizer
+    (`optim="sgd"`): with momentum or Adam the step is no longer a gradient step, though the iterates still stay in
+    the balls.
+
+    DeepSpeed is refused: its float32 master copy of the residuals would undo the projection at the next step.
+    """
+
+    def on_train_begin(self, args, state, control, model=None, **kwargs):
+        if getattr(args, "deepspeed", None):
+            raise NotImplementedError("DeltaBallProjectionCallback does not project DeepSpeed's float32 master copy; "
+                                      "train the few-shot head without DeepSpeed (it is small) or with DDP.")
+        if model is not None and not hasattr(_unwrap(model), "project_residuals_"):
+            raise TypeError(f"{type(_unwrap(model)).__name__} has no `project_residuals_()`; this callback is for "
+                            "modeling_diht.DiHTForImageClassification.")
+
+    def on_optimizer_step(self, args, state, control, model=None, **kwargs):
+        if model is not None:
+            _unwrap(model).project_residuals_()
