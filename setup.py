@@ -49,9 +49,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=["modeling_diht", "trainers", "curation", "evaluation", "hub_cards"],
-    # The evaluate metric modules and the model card templates are read from disk at run time.
-    package_data={"evaluation": ["metrics/*/*.py", "metrics/*/*.md"], "hub_cards": ["templates/*.md"]},
+    packages=["modeling_diht", "trainers", "curation", "evaluation", "evaluation.metrics", "hub_cards"],
+    # The evaluate metric modules (one script per folder) and the model card templates are read from disk at run time.
+    package_data={"evaluation.metrics": ["*/*.py"], "hub_cards": ["templates/*.md"]},
     install_requires=INSTALL_REQUIRES,
     extras_require=EXTRAS_REQUIRE,
     classifiers=[

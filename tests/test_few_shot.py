@@ -389,7 +389,15 @@ def test_few_shot_example_never_falls_below_zero_shot_at_one_shot(demo_run, tmp_
                 "num_train", "num_validation", "num_test"):
         assert key in results, key
     assert results["shots"] == 1 and results["num_train"] == results["num_validation"] == 20
-    assert results["few_shot_top1"] >= results["zero_shot_top1"]
+    # Selection keeps zero-shot unless a (δ, δ_b) does at least as well on the held-out shots: by construction, the
+    # chosen model never falls below zero-shot there. On the test images the 150-step fixture's few-shot gain is
+    # within a few images (+0.4 pt here; the full demo: 89.8% -> 91.4%, benchmarks/RESULTS.md), so the test allows
+    # 1 pt (5 of 500 images) of float-rounding drift between CPUs rather than pin the exact images; a broken
+    # few-shot path falls far below that.
+    chosen = [g["validation_top1"] for g in results["grid"]
+              if (g["delta"], g["bias_delta"]) == (results["chosen_delta"], results["chosen_bias_delta"])]
+    assert min(chosen) >= results["zero_shot_validation_top1"]
+    assert results["few_shot_top1"] >= results["zero_shot_top1"] - 0.01
 
     # The grid: every (δ, δ_b) of the default lists, the zero-shot fallback first; the choice is the first best one.
     grid = results["grid"]
