@@ -48,6 +48,7 @@ from transformers import AutoImageProcessor, AutoTokenizer, HfArgumentParser, Tr
 from transformers.trainer_callback import PrinterCallback
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+from pretrain import DEMO_CHECKPOINT, ensure_demo_checkpoint  # noqa: E402
 from synthetic_scenes import CLASS_PROMPT, build_scenes, class_names  # noqa: E402
 
 from curation import load_image  # noqa: E402
@@ -59,7 +60,6 @@ from modeling_diht import DiHTForImageClassification, DiHTModel  # noqa: E402
 from trainers import DeltaBallProjectionCallback  # noqa: E402
 
 logger = logging.getLogger("few_shot")
-DEFAULT_MODEL = "outputs/pretrain/model"
 IMAGE_COLUMNS = ("image", "img", "jpg", "jpeg", "png", "webp")
 # LoRA on the image tower's attention only: the query and value projections, as in LoRA's own recipe (Hu et al.,
 # 2021, §7.1). A regular expression, so that no text-tower module could ever match.
@@ -69,7 +69,7 @@ LORA_TARGET_MODULES = r"vision_model\..*\.self_attn\.(q_proj|v_proj)"
 @dataclass
 class ModelArguments:
     model_name_or_path: str = field(
-        default=DEFAULT_MODEL, metadata={"help": "DiHT (or CLIP) dual-encoder checkpoint with tokenizer and image "
+        default=DEMO_CHECKPOINT, metadata={"help": "DiHT (or CLIP) dual-encoder checkpoint with tokenizer and image "
                                                  "processor. The default is the pretraining demo's output; it is "
                                                  "trained first when missing."})
     lora: bool = field(default=False, metadata={"help": "Add LoRA adapters to the image tower's q_proj/v_proj."})
@@ -273,16 +273,6 @@ def unwrap_for_saving(model) -> DiHTForImageClassification:
     return model.merge_and_unload() if hasattr(model, "merge_and_unload") else model
 
 
-def ensure_checkpoint(path: str) -> None:
-    """Run the pretraining demo when the default checkpoint is missing (the no-argument path)."""
-    if path != DEFAULT_MODEL or Path(path).exists():
-        return
-    import pretrain
-
-    print(f"{path} not found: running the pretraining demo first (examples/pretrain.py, a few minutes on CPU)")
-    pretrain.main(["--output_dir", str(Path(path).parent)])
-
-
 # ---- the run ---------------------------------------------------------------------------------------------------------
 
 def main(argv: list[str] | None = None) -> dict:
@@ -292,7 +282,7 @@ def main(argv: list[str] | None = None) -> dict:
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.WARNING)
     if few_shot.shots < 1:
         raise ValueError(f"--shots must be at least 1, got {few_shot.shots}")
-    ensure_checkpoint(model_args.model_name_or_path)
+    ensure_demo_checkpoint(model_args.model_name_or_path)
     started = time.perf_counter()  # the few-shot run itself, not the pretraining demo
     source = model_args.model_name_or_path
     dual = DiHTModel.from_pretrained(source).to(training.device).eval()

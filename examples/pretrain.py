@@ -235,6 +235,18 @@ def demo_defaults() -> list[str]:
             "--dataloader_pin_memory", str(torch.cuda.is_available()).lower()]
 
 
+DEMO_CHECKPOINT = "outputs/pretrain/model"  # where the no-argument run leaves its model
+
+
+def ensure_demo_checkpoint(path: str) -> None:
+    """Train the embedded demo when `path` is its default checkpoint and missing: the no-argument path of
+    `examples/zero_shot.py` and `examples/few_shot.py`. A path the user gave is never trained."""
+    if path != DEMO_CHECKPOINT or Path(path).exists():
+        return
+    print(f"{path} not found: running the pretraining demo first (examples/pretrain.py, a few minutes on CPU)")
+    main(["--output_dir", str(Path(path).parent)])
+
+
 def main(argv: list[str] | None = None) -> dict:
     argv = list(sys.argv[1:] if argv is None else argv)
     parser = HfArgumentParser((ModelArguments, DataArguments, DemoArguments, PublishArguments, DiHTTrainingArguments))

@@ -33,6 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import modeling_diht  # noqa: E402,F401  (registers DiHT with the Auto classes)
+from pretrain import DEMO_CHECKPOINT, ensure_demo_checkpoint  # noqa: E402
 from curation.images import load_image  # noqa: E402
 from curation.sources import load_source  # noqa: E402
 from evaluation import (  # noqa: E402
@@ -42,9 +43,6 @@ from evaluation import (  # noqa: E402
     resolve_templates,
     sample_retrievals,
 )
-
-DEMO_CHECKPOINT = "outputs/pretrain/model"
-
 
 @dataclass
 class ZeroShotArguments:
@@ -127,14 +125,6 @@ def build_task(args: ZeroShotArguments) -> ClassificationTask | RetrievalTask:
     raise SystemExit(f"error: --task must be classification or retrieval, not {args.task!r}")
 
 
-def ensure_checkpoint(args: ZeroShotArguments) -> None:
-    if args.model_name_or_path == DEMO_CHECKPOINT and not Path(DEMO_CHECKPOINT, "config.json").exists():
-        print(f"{DEMO_CHECKPOINT} is missing: training the embedded demo first (examples/pretrain.py, minutes)")
-        import pretrain
-
-        pretrain.main(["--output_dir", str(Path(DEMO_CHECKPOINT).parent)])
-
-
 def plot_task(task, record: dict, path: Path, *, queries: int, k: int, seed: int) -> Path:
     """The PNG of a task: image queries with their best prompts or captions, and (retrieval) caption queries with
     their best images."""
@@ -159,7 +149,7 @@ def plot_task(task, record: dict, path: Path, *, queries: int, k: int, seed: int
 def main(argv: list[str] | None = None) -> list[dict]:
     args, = HfArgumentParser(ZeroShotArguments).parse_args_into_dataclasses(args=argv)
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO)
-    ensure_checkpoint(args)
+    ensure_demo_checkpoint(args.model_name_or_path)
     dtype = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[args.dtype]
     device = "cuda" if torch.cuda.is_available() else "cpu"
     model = AutoModel.from_pretrained(args.model_name_or_path, trust_remote_code=args.trust_remote_code,

@@ -372,10 +372,10 @@ def test_without_arguments_a_missing_checkpoint_is_pretrained_first(monkeypatch,
     calls = []
     monkeypatch.chdir(tmp_path)
     monkeypatch.setattr(pretrain, "main", calls.append)
-    few_shot.ensure_checkpoint(few_shot.DEFAULT_MODEL)
+    few_shot.ensure_demo_checkpoint(few_shot.DEMO_CHECKPOINT)
     assert calls == [["--output_dir", "outputs/pretrain"]]
     assert "running the pretraining demo first" in capsys.readouterr().out
-    few_shot.ensure_checkpoint(str(tmp_path / "elsewhere"))  # a path the user gave is never trained
+    few_shot.ensure_demo_checkpoint(str(tmp_path / "elsewhere"))  # a path the user gave is never trained
     assert len(calls) == 1
 
 
@@ -425,3 +425,13 @@ def test_few_shot_example_never_falls_below_zero_shot_at_one_shot(demo_run, tmp_
     assert sum(p == y for p, y in zip(predictions, labels)) / len(labels) == pytest.approx(results["few_shot_top1"])
     classify = pipeline("image-classification", model=str(out / "model"))
     assert classify(render("red", "circle", 64, random.Random(7)), top_k=1)[0]["label"] in saved.config.label2id
+
+
+def test_the_zero_shot_model_card_refuses_a_few_shot_checkpoint(tmp_path):
+    from hub_cards import render_model_card
+
+    dual = DiHTModel(tiny_config())
+    model = DiHTForImageClassification.from_dual_encoder(dual, F.normalize(torch.randn(2, 16), dim=-1), ["cat", "dog"])
+    model.save_pretrained(tmp_path)
+    with pytest.raises(ValueError, match="DiHTForImageClassification"):
+        render_model_card(tmp_path)  # its card would claim zero-shot classification and show the dual-encoder usage
