@@ -13,6 +13,7 @@ from .plotting import Retrieval, plot_retrievals, sample_retrievals
 from .tasks import ClassificationTask, RetrievalTask, flat_metrics
 from .templates import DIHT_CAPTION_TEMPLATE, OPENAI_IMAGENET_TEMPLATES, SIMPLE_TEMPLATES, resolve_templates
 from .zero_shot import (
+    captions_per_image,
     classification_metrics,
     encode_images,
     encode_texts,
@@ -31,6 +32,7 @@ __all__ = [
     "RetrievalTask",
     "SIMPLE_TEMPLATES",
     "ZeroShotEvaluationCallback",
+    "captions_per_image",
     "classification_metrics",
     "encode_images",
     "encode_texts",

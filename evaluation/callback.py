@@ -5,7 +5,6 @@ from __future__ import annotations
 import logging
 from typing import Any, Sequence
 
-import torch
 from transformers import TrainerCallback
 
 from .tasks import ClassificationTask, RetrievalTask, flat_metrics
@@ -69,10 +68,8 @@ class ZeroShotEvaluationCallback(TrainerCallback):
 
     def on_step_end(self, args, state, control, model=None, **kwargs: Any):
         if self.eval_steps and state.global_step % self.eval_steps == 0:
-            with torch.no_grad():
-                self.evaluate(model, state)
+            self.evaluate(model, state)
 
     def on_train_end(self, args, state, control, model=None, **kwargs: Any):
         if self.at_train_end and self._last_step != state.global_step:
-            with torch.no_grad():
-                self.evaluate(model, state)
+            self.evaluate(model, state)

@@ -15,7 +15,6 @@ that cannot be decoded is skipped and counted (`skipped_images`), never a crash 
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable, Sequence
 
@@ -142,8 +141,7 @@ def image_batches(dataset, image_processor, *, image_column: str = "image", keep
     collator = ImageBatchCollator(image_processor, image_column, tuple(keep_columns))
     if isinstance(dataset, IterableDataset):  # one worker: a stream's positions must stay in order
         return DataLoader(list(rows), batch_size=batch_size, collate_fn=collator, num_workers=0)
-    return DataLoader(rows, batch_size=batch_size, collate_fn=collator, num_workers=num_workers,
-                      persistent_workers=False)
+    return DataLoader(rows, batch_size=batch_size, collate_fn=collator, num_workers=num_workers)
 
 
 @torch.inference_mode()
@@ -202,6 +200,14 @@ def classification_metrics(image_embeds: torch.Tensor, classifier: torch.Tensor,
     return metric.compute(predictions=predictions.cpu().tolist(), references=list(labels), k=list(ks))
 
 
+def captions_per_image(text_to_image: Sequence[int], num_images: int) -> list[list[int]]:
+    """The inverse of `text_to_image`: for every image, the indices of its texts."""
+    captions_of: list[list[int]] = [[] for _ in range(num_images)]
+    for text, image in enumerate(text_to_image):
+        captions_of[image].append(text)
+    return captions_of
+
+
 def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor, text_to_image: Sequence[int],
                       ks: Sequence[int] = (1, 5, 10)) -> dict[str, float]:
     """Recall@k in both directions through the `retrieval_recall` metric module.
@@ -218,9 +224,7 @@ def retrieval_metrics(image_embeds: torch.Tensor, text_embeds: torch.Tensor, tex
     Returns:
         `{"image_to_text_recall@1": ..., ..., "text_to_image_recall@10": ...}` as fractions.
     """
-    captions_of: list[list[int]] = [[] for _ in range(len(image_embeds))]
-    for text, image in enumerate(text_to_image):
-        captions_of[image].append(text)
+    captions_of = captions_per_image(text_to_image, len(image_embeds))
     similarity = image_embeds @ text_embeds.t()  # (N_img, N_txt)
     _, image_to_text = ranked(similarity, max(ks))
     _, text_to_image_ranked = ranked(similarity.t(), max(ks))
@@ -266,11 +270,12 @@ def evaluate_classification(model, tokenizer, image_processor, dataset, *, class
         image_column, label_column: column names.
         ks: top-k accuracies to report.
         batch_size, num_workers: of the image DataLoader.
-        return_embeddings: also return `image_embeds`, `classifier` and the kept rows' `index` (for plots).
+        return_embeddings: also return, under `"embeddings"`, `image_embeds`, `classifier`, the kept rows' `index`,
+            their `labels` and the `class_names` (for plots).
 
     Returns:
         A result record: `{"task": "classification", "metrics": {"top1", "top5"}, "protocol", "num_images",
-        "num_classes", "skipped_images"}` (+ the tensors with `return_embeddings`).
+        "num_classes", "skipped_images"}` (+ `"embeddings"` with `return_embeddings`).
     """
     _check_columns(dataset, image_column, label_column)
     names = _class_names(dataset, label_column, class_names)
@@ -289,8 +294,8 @@ def evaluate_classification(model, tokenizer, image_processor, dataset, *, class
         "skipped_images": extras["skipped"],
     }
     if return_embeddings:
-        record.update(image_embeds=image_embeds, classifier=classifier, index=extras["index"], labels=labels,
-                      class_names=names)
+        record["embeddings"] = {"image_embeds": image_embeds, "classifier": classifier, "index": extras["index"],
+                                "labels": labels, "class_names": names}
     return record
 
 
@@ -314,11 +319,12 @@ def evaluate_retrieval(model, tokenizer, image_processor, dataset, *, image_colu
             protocol); `None` keeps the captions as they are.
         ks: recall@k to report.
         batch_size, num_workers: of the image DataLoader.
-        return_embeddings: also return `image_embeds`, `text_embeds`, `texts`, `text_to_image` and `index`.
+        return_embeddings: also return, under `"embeddings"`, `image_embeds`, `text_embeds`, `texts`,
+            `text_to_image` and the kept rows' `index`.
 
     Returns:
         A result record: `{"task": "retrieval", "metrics": {"image_to_text_recall@k", "text_to_image_recall@k"},
-        "protocol", "num_images", "num_texts", "skipped_images"}` (+ the tensors with `return_embeddings`).
+        "protocol", "num_images", "num_texts", "skipped_images"}` (+ `"embeddings"` with `return_embeddings`).
     """
     _check_columns(dataset, image_column, caption_column)
     if caption_template is not None and caption_template.count("{}") != 1:
@@ -342,11 +348,6 @@ def evaluate_retrieval(model, tokenizer, image_processor, dataset, *, image_colu
         "skipped_images": extras["skipped"],
     }
     if return_embeddings:
-        record.update(image_embeds=image_embeds, text_embeds=text_embeds, texts=texts, text_to_image=text_to_image,
-                      index=extras["index"])
+        record["embeddings"] = {"image_embeds": image_embeds, "text_embeds": text_embeds, "texts": texts,
+                                "text_to_image": text_to_image, "index": extras["index"]}
     return record
-
-
-def chance_top1(num_classes: int) -> float:
-    """Top-1 accuracy of a uniform random guess."""
-    return 1.0 / num_classes if num_classes else math.nan

@@ -23,6 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -33,16 +34,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import modeling_diht  # noqa: E402,F401  (registers DiHT with the Auto classes)
-from pretrain import DEMO_CHECKPOINT, ensure_demo_checkpoint  # noqa: E402
 from curation.images import load_image  # noqa: E402
 from curation.sources import load_source  # noqa: E402
 from evaluation import (  # noqa: E402
     ClassificationTask,
     RetrievalTask,
+    captions_per_image,
     plot_retrievals,
     resolve_templates,
     sample_retrievals,
 )
+from pretrain import DEMO_CHECKPOINT, ensure_demo_checkpoint  # noqa: E402
 
 @dataclass
 class ZeroShotArguments:
@@ -125,23 +127,34 @@ def build_task(args: ZeroShotArguments) -> ClassificationTask | RetrievalTask:
     raise SystemExit(f"error: --task must be classification or retrieval, not {args.task!r}")
 
 
+class LazyImages(Sequence):
+    """The images of some dataset rows, decoded only when drawn: a plot shows a handful of the N images."""
+
+    def __init__(self, dataset, column: str, rows: list[int]):
+        self.dataset, self.column, self.rows = dataset, column, rows
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __getitem__(self, position: int):
+        return load_image(self.dataset[self.rows[position]][self.column])
+
+
 def plot_task(task, record: dict, path: Path, *, queries: int, k: int, seed: int) -> Path:
     """The PNG of a task: image queries with their best prompts or captions, and (retrieval) caption queries with
     their best images."""
-    dataset = task.dataset
-    images = [load_image(dataset[i][task.image_column]) for i in record["index"]]
+    found = record["embeddings"]
+    images = LazyImages(task.dataset, task.image_column, found["index"])
     if record["task"] == "classification":
-        prompts = [task.templates[0].format(name) for name in record["class_names"]]
-        rows = sample_retrievals(record["image_embeds"], record["classifier"], images, prompts,
-                                 [[label] for label in record["labels"]], num_queries=queries, k=k, seed=seed)
+        prompts = [task.templates[0].format(name) for name in found["class_names"]]
+        rows = sample_retrievals(found["image_embeds"], found["classifier"], images, prompts,
+                                 [[label] for label in found["labels"]], num_queries=queries, k=k, seed=seed)
     else:
-        captions_of = [[] for _ in images]
-        for text, image in enumerate(record["text_to_image"]):
-            captions_of[image].append(text)
-        rows = sample_retrievals(record["image_embeds"], record["text_embeds"], images, record["texts"], captions_of,
+        captions_of = captions_per_image(found["text_to_image"], len(images))
+        rows = sample_retrievals(found["image_embeds"], found["text_embeds"], images, found["texts"], captions_of,
                                  num_queries=(queries + 1) // 2, k=k, seed=seed)
-        rows += sample_retrievals(record["text_embeds"], record["image_embeds"], record["texts"], images,
-                                  [[image] for image in record["text_to_image"]], num_queries=queries // 2, k=k,
+        rows += sample_retrievals(found["text_embeds"], found["image_embeds"], found["texts"], images,
+                                  [[image] for image in found["text_to_image"]], num_queries=queries // 2, k=k,
                                   seed=seed)
     return plot_retrievals(rows, path, title=f"{record['name']}: top-{k} (green = correct)")
 
@@ -171,8 +184,8 @@ def main(argv: list[str] | None = None) -> list[dict]:
             else:
                 record["plot"] = str(plot_task(task, record, output_dir / f"{record['name']}_retrievals.png",
                                                queries=args.plot_queries, k=args.plot_k, seed=args.seed))
-        records.append({key: value for key, value in record.items() if not isinstance(value, (torch.Tensor, list))
-                        or key == "metrics"})
+        record.pop("embeddings", None)  # tensors for the plot; results.json keeps the record
+        records.append(record)
         metrics = ", ".join(f"{name} {value:.1%}" for name, value in record["metrics"].items())
         print(f"{record['name']} on {record['dataset'].get('name')}: {metrics} ({record['num_images']} images, "
               f"{record['skipped_images']} skipped)")

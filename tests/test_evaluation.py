@@ -187,7 +187,7 @@ def test_retrieval_wraps_every_caption_and_handles_lists_of_captions(tiny):
     record = evaluate_retrieval(model, tokenizer, processor(), data, caption_template="a photo of {}.", ks=(1, 3),
                                 return_embeddings=True)
     texts = [f"a photo of {c}." for cell in captions for c in (cell if isinstance(cell, list) else [cell])]
-    assert record["texts"] == texts and record["num_texts"] == 9
+    assert record["embeddings"]["texts"] == texts and record["num_texts"] == 9
     owner = [i for i, cell in enumerate(captions) for _ in (cell if isinstance(cell, list) else [cell])]
     text_embeds = torch.stack([text_embedding(model, tokenizer, t) for t in texts])
     image_embeds = torch.stack([image_embedding(model, img) for img in pairs["image"][:6]])
@@ -244,8 +244,13 @@ def test_callback_logs_zero_shot_metrics_every_n_steps_and_they_are_the_final_mo
     assert [e["step"] for e in logged] == [2, 4, 5]  # every 2 steps, and once more at the end
     final = task.run(trainer.model, tokenizer, processor())["metrics"]
     assert logged[-1]["zero_shot/classification/top1"] == pytest.approx(final["top1"])
-    assert trainer.model.training is False or trainer.model.training is True  # the mode is restored below
     assert all("loss" not in e for e in logged)  # its own log entries, not mixed into the loss logs
+
+    # The evaluation puts the model in eval mode and gives it back in the mode it found it in.
+    for training in (True, False):
+        model.train(training)
+        callback.evaluate(model, trainer.state)
+        assert model.training is training
 
 
 # ---- the command -----------------------------------------------------------------------------------------------------
