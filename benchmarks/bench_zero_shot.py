@@ -17,21 +17,16 @@ import io
 import json
 import platform
 import statistics
-import sys
 import time
-from pathlib import Path
 
 import torch
 from datasets import Dataset, Features, Image, Value
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
-
-from evaluation import classification_metrics, encode_images, image_batches, zero_shot_classifier  # noqa: E402
-from evaluation.templates import OPENAI_IMAGENET_TEMPLATES  # noqa: E402
-from modeling_diht import DiHTConfig, DiHTModel  # noqa: E402
-from modeling_diht.convert_diht_original_to_hf import build_image_processor, build_tokenizer  # noqa: E402
-from synthetic_scenes import build_scenes, class_names  # noqa: E402
+from evaluation import classification_metrics, encode_images, image_batches, zero_shot_classifier
+from evaluation.templates import OPENAI_IMAGENET_TEMPLATES
+from image_text_data.demo import build_scenes, class_names
+from modeling_diht import DiHTConfig, DiHTModel
+from modeling_diht.processing_diht import build_image_processor, build_tokenizer
 
 
 def jpeg_dataset(num: int, size: int) -> Dataset:

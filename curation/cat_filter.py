@@ -13,7 +13,8 @@ up to the number of rows):
 `complexity`         `caption_complexity < min_complexity` (DiHT: "C1", at least one object with an attribute
                      or relation; definition in `caption_rules.py`)
 `actions`            `num_actions < min_actions` (DiHT: at least one action, a verb with a subject)
-`undecodable_image`  the image cannot be decoded (truncated, not an image, over `max_image_pixels`; `images.py`)
+`undecodable_image`  the image cannot be decoded (truncated, not an image, over `max_image_pixels`;
+                     `image_text_data/images.py`)
 `text_spotting`      `text_overlap > max_text_overlap` (`text_spotting.py`; skipped with `text_spotting=False`)
 ==================== ========================================================================================
 
@@ -29,8 +30,9 @@ from typing import Any
 
 from datasets import Dataset, Features, Image, IterableDataset, Value
 
+from image_text_data.images import DEFAULT_MAX_IMAGE_PIXELS, UndecodableImageError, load_image
+
 from .caption_rules import CaptionParser, load_caption_parser
-from .images import DEFAULT_MAX_IMAGE_PIXELS, UndecodableImageError, load_image
 from .report import CurationReport, StreamCounter
 from .text_spotting import TextSpotter, text_overlap
 

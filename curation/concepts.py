@@ -3,7 +3,7 @@
 DiHT (Radenovic et al., CVPR 2023, arXiv 2301.02280, Sec. 3.2) distils a strong, frozen, weakly-supervised image model
 into the student: the teacher predicts object and attribute concepts for every training image once, offline, and
 linear heads on the student's image tower learn to predict them with a multi-label loss next to the contrastive
-loss. The paper's teacher, vocabulary and number of targets are not confirmed (see `PAPERS.md` 1.4), so here the
+loss. The paper's teacher, vocabulary and number of targets are not confirmed (docs/choices.md), so here the
 teacher is any timm model (by name) or `nn.Module` classifier, the vocabulary is its class names, and the targets
 are its top-k classes (optionally with their probabilities), stored as a `List(ClassLabel(names=vocabulary))`
 column so that the vocabulary travels with the dataset (`save_to_disk`, `push_to_hub`) and sizes the DiHT concept
@@ -20,7 +20,7 @@ import torch
 from datasets import ClassLabel, Dataset, Features, Image, IterableDataset, List, Value
 from torch import nn
 
-from .images import DEFAULT_MAX_IMAGE_PIXELS, UndecodableImageError, load_image
+from image_text_data.images import DEFAULT_MAX_IMAGE_PIXELS, UndecodableImageError, load_image
 
 logger = logging.getLogger(__name__)
 

@@ -1,17 +1,23 @@
-"""Zero-shot evaluation tasks as values: what to evaluate on, with which protocol, ready to run on any checkpoint.
+"""Evaluation tasks as values: what to evaluate on, with which protocol, ready to run on any checkpoint.
 
 A task bundles the data and the protocol options of `evaluate_classification` or `evaluate_retrieval`, so the same
-task runs from `examples/zero_shot.py`, at the end of `examples/pretrain.py`, and every N steps during training
-(`ZeroShotEvaluationCallback`). `run` returns the result record that `hub_cards` turns into a model-index entry.
+task runs from `examples/zero_shot.py`, at the end of pretraining, and inside `Trainer.evaluate`
+(`trainers.ContrastiveTrainer(eval_tasks=[...])`, metrics `eval_<name>_<metric>`). `run` returns the
+`EvaluationRecord` that `hub_cards` turns into a model-index entry.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any
 
+from .classification import evaluate_classification
+from .records import EvaluationRecord
+from .retrieval import PairRescorer, evaluate_retrieval
 from .templates import OPENAI_IMAGENET_TEMPLATES
-from .zero_shot import evaluate_classification, evaluate_retrieval
+
+__all__ = ["ClassificationTask", "RetrievalTask"]
 
 
 @dataclass
@@ -20,7 +26,7 @@ class ClassificationTask:
 
     Args:
         dataset: rows with an image and an integer label.
-        name: the task's name in logs and result files.
+        name: the task's name in logs, metric keys and result files.
         class_names: names written into the prompts (default: the label column's `ClassLabel` names).
         templates: prompt templates (default: OpenAI's 80 ImageNet templates).
         image_column, label_column: column names.
@@ -37,25 +43,29 @@ class ClassificationTask:
     dataset_info: dict[str, Any] = field(default_factory=dict)
 
     def run(self, model, tokenizer, image_processor, *, batch_size: int = 64, num_workers: int = 0,
-            return_embeddings: bool = False) -> dict[str, Any]:
+            return_embeddings: bool = False) -> EvaluationRecord:
         record = evaluate_classification(
             model, tokenizer, image_processor, self.dataset, class_names=self.class_names, templates=self.templates,
             image_column=self.image_column, label_column=self.label_column, batch_size=batch_size,
             num_workers=num_workers, return_embeddings=return_embeddings,
         )
-        return {"name": self.name, "dataset": dict(self.dataset_info), **record}
+        record.name, record.dataset = self.name, dict(self.dataset_info)
+        return record
 
 
 @dataclass
 class RetrievalTask:
-    """Zero-shot image↔text retrieval on `dataset` (see `evaluate_retrieval`).
+    """Zero-shot image↔text retrieval on `dataset` (see `evaluate_retrieval`), optionally re-ranked.
 
     Args:
         dataset: one row per image, with one caption or a list of captions.
-        name: the task's name in logs and result files.
+        name: the task's name in logs, metric keys and result files.
         caption_template: wrap every caption (`"a photo of {}."` is the DiHT protocol), or `None`.
         image_column, caption_column: column names.
         dataset_info: how a model card names the data, e.g. `{"name": "COCO 5k", "type": "coco", "split": "test"}`.
+        rescorer: a pair re-scorer for the top `rerank_k` candidates of every query (ALBEF/COSMO's ITM re-ranking,
+            `evaluation.itm_rerank.ITMRescorer`), or `None`.
+        rerank_k: candidates re-ranked per query (256 for COCO, 128 for Flickr30k in ALBEF and COSMO).
     """
 
     dataset: Any
@@ -64,18 +74,16 @@ class RetrievalTask:
     image_column: str = "image"
     caption_column: str = "caption"
     dataset_info: dict[str, Any] = field(default_factory=dict)
+    rescorer: PairRescorer | None = None
+    rerank_k: int = 256
 
     def run(self, model, tokenizer, image_processor, *, batch_size: int = 64, num_workers: int = 0,
-            return_embeddings: bool = False) -> dict[str, Any]:
+            return_embeddings: bool = False) -> EvaluationRecord:
         record = evaluate_retrieval(
             model, tokenizer, image_processor, self.dataset, image_column=self.image_column,
             caption_column=self.caption_column, caption_template=self.caption_template, batch_size=batch_size,
-            num_workers=num_workers, return_embeddings=return_embeddings,
+            num_workers=num_workers, rescorer=self.rescorer, rerank_k=self.rerank_k,
+            return_embeddings=return_embeddings,
         )
-        return {"name": self.name, "dataset": dict(self.dataset_info), **record}
-
-
-def flat_metrics(records: Sequence[dict[str, Any]], prefix: str = "zero_shot") -> dict[str, float]:
-    """`{"<prefix>/<task name>/<metric>": value}` of several result records, for logs."""
-    return {f"{prefix}/{record['name']}/{metric}": value
-            for record in records for metric, value in record["metrics"].items()}
+        record.name, record.dataset = self.name, dict(self.dataset_info)
+        return record

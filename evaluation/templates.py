@@ -1,4 +1,4 @@
-"""Prompt templates of the zero-shot protocols DiHT reports (PAPERS.md §1.6).
+"""Prompt templates of the zero-shot protocols DiHT reports (arXiv 2301.02280, after CLIP, arXiv 2103.00020).
 
 ImageNet zero-shot classification uses OpenAI CLIP's 80 prompt templates (Radford et al., "Learning Transferable
 Visual Models From Natural Language Supervision", ICML 2021, https://arxiv.org/abs/2103.00020, and its prompt
@@ -95,7 +95,7 @@ OPENAI_IMAGENET_TEMPLATES: tuple[str, ...] = (
 # A single template, for data whose class names are already phrases, and for quick checks.
 SIMPLE_TEMPLATES: tuple[str, ...] = ("a photo of a {}.",)
 
-# DiHT's retrieval protocol wraps every caption in this template (PAPERS.md §1.6).
+# DiHT's retrieval protocol wraps every caption in this template (the official evaluation of arXiv 2301.02280).
 DIHT_CAPTION_TEMPLATE = "a photo of {}."
 
 TEMPLATE_SETS: dict[str, tuple[str, ...]] = {

@@ -5,9 +5,8 @@ definitions: `curation/cat_filter.py`). Reads a Hub dataset, local files, a save
 (img2dataset output); writes the kept pairs as a saved dataset, parquet or shards, with the CAT signals as columns;
 prints and saves the report (`report.json`), and draws sample removed pairs per rule (`removed_samples.png`).
 
-    python examples/filter_cat.py path/to/shards/ --image_column jpg --caption_column txt --output_dir cat/ \\
-        --num_proc 8
-    python examples/filter_cat.py user/dataset --streaming --format webdataset --output_dir cat/
+    python examples/filter_cat.py --dataset_name path/to/shards/ --output_dir cat/ --num_proc 8   # jpg/txt found
+    python examples/filter_cat.py --dataset_name user/dataset --streaming --format webdataset --output_dir cat/
     python examples/filter_cat.py --help
 
 The result feeds `examples/pretrain.py` directly (a saved dataset with `image` and `caption` columns).
@@ -15,44 +14,38 @@ The result feeds `examples/pretrain.py` directly (a saved dataset with `image` a
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
-import sys
 import textwrap
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from datasets import Features, Image, IterableDataset
 from tqdm.auto import tqdm
+from transformers import HfArgumentParser
 
-from curation import CAT_RULES, CurationReport, add_cat_signals, load_image
+from curation import CAT_RULES, CurationReport, add_cat_signals
 from curation.cat_filter import REMOVED_BY
-from curation.sources import OUTPUT_FORMATS, load_source, save_dataset, undecoded
+from image_text_data import OUTPUT_FORMATS, DataSourceArguments, load_image, resolve_columns, save_dataset, undecoded
 
 
-def parse_args(argv: list[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    parser.add_argument("source", help="Hub dataset name, saved dataset folder, shard folder/glob, or data files")
-    parser.add_argument("--output_dir", required=True)
-    parser.add_argument("--split", default="train")
-    parser.add_argument("--streaming", action="store_true", help="read the source lazily (no full download)")
-    parser.add_argument("--limit", type=int, default=None, help="only the first N rows (a trial run)")
-    parser.add_argument("--image_column", default="image")
-    parser.add_argument("--caption_column", default="caption")
-    parser.add_argument("--min_complexity", type=int, default=1, help="DiHT's C1; 0 disables the rule")
-    parser.add_argument("--min_actions", type=int, default=1, help="0 disables the rule")
-    parser.add_argument("--no_text_spotting", action="store_true", help="skip OCR and the text rule")
-    parser.add_argument("--max_text_overlap", type=float, default=0.5,
-                        help="remove a pair when more than this share of the spotted words is in the caption")
-    parser.add_argument("--parser", default=None, help="spaCy pipeline name, 'spacy', or 'textblob' (default: auto)")
-    parser.add_argument("--ocr_device", default=None, choices=["cpu", "cuda"])
-    parser.add_argument("--num_proc", type=int, default=None, help="worker processes (in-memory datasets)")
-    parser.add_argument("--batch_size", type=int, default=64)
-    parser.add_argument("--format", default="saved", choices=OUTPUT_FORMATS)
-    parser.add_argument("--samples_per_rule", type=int, default=6, help="removed pairs drawn per rule in the PNG")
-    return parser.parse_args(argv)
+@dataclass
+class FilterArguments:
+    output_dir: str = field(metadata={"help": "Where the kept pairs, report.json and removed_samples.png go."})
+    split: str = field(default="train", metadata={"help": "The split to filter."})
+    min_complexity: int = field(default=1, metadata={"help": "DiHT's C1; 0 disables the rule."})
+    min_actions: int = field(default=1, metadata={"help": "0 disables the rule."})
+    text_spotting: bool = field(default=True, metadata={"help": "Run OCR and the text rule."})
+    max_text_overlap: float = field(default=0.5, metadata={
+        "help": "Remove a pair when more than this share of the spotted words is in the caption."})
+    parser: str | None = field(default=None, metadata={
+        "help": "spaCy pipeline name, 'spacy', or 'textblob' (default: the best installed)."})
+    ocr_device: str | None = field(default=None, metadata={"help": "cpu or cuda (default: rapidocr's)."})
+    num_proc: int | None = field(default=None, metadata={"help": "Worker processes (in-memory datasets)."})
+    batch_size: int = field(default=64, metadata={"help": "Rows per map batch."})
+    format: str = field(default="saved", metadata={"help": f"Output format: one of {OUTPUT_FORMATS}."})
+    samples_per_rule: int = field(default=6, metadata={"help": "Removed pairs drawn per rule in the PNG."})
 
 
 def draw_samples(samples: dict[str, list[dict]], path: Path, image_column: str, caption_column: str) -> None:
@@ -92,21 +85,26 @@ def draw_samples(samples: dict[str, list[dict]], path: Path, image_column: str, 
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    # 1. Arguments and the source.
+    data, args = HfArgumentParser((DataSourceArguments, FilterArguments)).parse_args_into_dataclasses(args=argv)
+    if args.format not in OUTPUT_FORMATS:
+        raise SystemExit(f"error: --format must be one of {OUTPUT_FORMATS}, not {args.format!r}")
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     output_dir = Path(args.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
+    source = data.load(args.split)
+    image_column, caption_column = resolve_columns(source, data.image_column, data.caption_column)
+    image_feature = (source.features or {}).get(image_column)
 
-    source = load_source(args.source, split=args.split, streaming=args.streaming, limit=args.limit)
-    image_feature = (source.features or {}).get(args.image_column)
-    # Images stay undecoded bytes until a rule needs them, so a corrupt one is counted, never fatal.
+    # 2. The CAT signals and verdicts (images stay undecoded bytes until a rule needs them: a corrupt one is counted).
     signals = add_cat_signals(
-        undecoded(source, args.image_column), image_column=args.image_column, caption_column=args.caption_column,
-        min_complexity=args.min_complexity, min_actions=args.min_actions, text_spotting=not args.no_text_spotting,
+        undecoded(source, image_column), image_column=image_column, caption_column=caption_column,
+        min_complexity=args.min_complexity, min_actions=args.min_actions, text_spotting=args.text_spotting,
         max_text_overlap=args.max_text_overlap, caption_parser=args.parser, ocr_device=args.ocr_device,
         num_proc=args.num_proc, batch_size=args.batch_size,
     )
+    # 3. The kept pairs, the report and sample pairs of every rule.
     report = CurationReport(CAT_RULES)
     samples: dict[str, list[dict]] = {rule: [] for rule in (*CAT_RULES, "kept")}
 
@@ -139,14 +137,15 @@ def main(argv: list[str] | None = None) -> dict:
 
     if isinstance(image_feature, Image) and args.format != "webdataset":  # shards keep the original bytes
         if isinstance(kept, IterableDataset):
-            features = Features({**features, args.image_column: image_feature}) if features is not None else None
+            features = Features({**features, image_column: image_feature}) if features is not None else None
         else:
-            kept = kept.cast_column(args.image_column, image_feature)
-    written = save_dataset(kept, str(output_dir), format=args.format, image_column=args.image_column,
-                           caption_column=args.caption_column, features=features)
-    draw_samples(samples, output_dir / "removed_samples.png", args.image_column, args.caption_column)
+            kept = kept.cast_column(image_column, image_feature)
+    # 4. Written out, with the report and the PNG.
+    written = save_dataset(kept, str(output_dir), format=args.format, image_column=image_column,
+                           caption_column=caption_column, features=features)
+    draw_samples(samples, output_dir / "removed_samples.png", image_column, caption_column)
     result = {"report": dict(report), "output": written, "elapsed_seconds": round(time.perf_counter() - start, 2),
-              "parameters": {k: v for k, v in vars(args).items()}}
+              "parameters": {**vars(data), **vars(args)}}
     (output_dir / "report.json").write_text(json.dumps(result, indent=2))
     print(report.summary())
     print(f"kept pairs in {written}; report in {output_dir / 'report.json'}; "
@@ -155,4 +154,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

@@ -9,14 +9,15 @@ https://arxiv.org/abs/2301.02280.
         --dataset_name laion/some-pairs --preset diht_vitb16_224px --bf16 --max_steps 100000 ...
 
 With no dataset it builds a pool of rendered shapes whose captions mix good pairs with pairs CAT must remove,
-filters the pool with CAT (`curation.cat_filter`), labels concepts with a small frozen teacher it trains itself
-(`curation.label_concepts`), trains a tiny DiHT with `trainers.DiHTTrainer`, and evaluates zero-shot
-classification and retrieval on held-out images against chance (`evaluation`, DiHT's protocols; with
-`--zero_shot_eval_steps N` also every N steps). It writes to `--output_dir`: `results.json` (metrics, evaluation
-records, CAT report), `training_curves.png`, `model/` (a checkpoint that `AutoModel` and
-`pipeline("zero-shot-image-classification")` load, with its model card `README.md` from `hub_cards`) and the Trainer's
-checkpoints when `--save_strategy` asks. `--push_to_hub --hub_model_id me/name` uploads `model/` with its card in one
-commit at the end (the Trainer's own push at every save is turned off); `--hub_dry_run` lists the files instead.
+filters the pool with CAT and labels concepts with a small frozen teacher it trains itself (`curation.curate`),
+trains a tiny DiHT with `trainers.DiHTTrainer`, and evaluates zero-shot classification and retrieval on held-out
+images against chance (`evaluation` tasks inside `Trainer.evaluate`; `--eval_strategy steps --eval_steps N` also
+evaluates during training, so `--metric_for_best_model eval_classification_top1` and early stopping work). It writes
+to `--output_dir`: `results.json` (metrics, evaluation records, CAT report), `training_curves.png`, `model/` (a
+checkpoint that `AutoModel` and `pipeline("zero-shot-image-classification")` load, with its model card `README.md`
+from `hub_cards`) and the Trainer's checkpoints when `--save_strategy` asks. `--push_to_hub --hub_model_id me/name`
+uploads `model/` with its card in one commit at the end (the Trainer's own push at every save is turned off);
+`--hub_dry_run` lists the files instead.
 
 Data: a Hub name or local folder (`--dataset_name`), files (`--train_files`, `.tar` shards as img2dataset writes
 them are read as webdataset), a `save_to_disk` folder (`--dataset_path`), optionally `--streaming`. Model: a
@@ -35,35 +36,25 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset, IterableDataset
-from tokenizers import Tokenizer, models, pre_tokenizers, processors
-from transformers import (
-    AutoImageProcessor,
-    AutoTokenizer,
-    CLIPImageProcessor,
-    HfArgumentParser,
-    PreTrainedTokenizerFast,
-    set_seed,
-)
+from transformers import AutoImageProcessor, AutoTokenizer, CLIPImageProcessor, HfArgumentParser, set_seed
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-from synthetic_scenes import CLASS_PROMPT, KINDS, build_scenes, class_names  # noqa: E402
-
-from curation import cat_filter, concept_vocabulary, label_concepts  # noqa: E402
-from curation.sources import load_source, undecoded  # noqa: E402
-from evaluation import ClassificationTask, RetrievalTask, ZeroShotEvaluationCallback  # noqa: E402
-from hub_cards import publish, write_model_card  # noqa: E402
-from modeling_diht import DiHTConfig, DiHTModel  # noqa: E402
-from trainers import (  # noqa: E402
-    DiHTTrainer,
-    DiHTTrainingArguments,
-    ImageTextCollator,
-    diht_train_transform,
-    plot_training_curves,
+from curation import curate
+from evaluation import ClassificationTask, RetrievalTask
+from hub_cards import publish, write_model_card
+from image_text_data import TrainingDataArguments, resolve_columns, undecoded
+from image_text_data.demo import (
+    CLASS_TEMPLATE,
+    KINDS,
+    build_scenes,
+    build_word_tokenizer,
+    class_names,
+    train_demo_teacher,
 )
+from modeling_diht import DiHTConfig, DiHTModel
+from modeling_diht.processing_diht import build_image_processor, build_tokenizer
+from trainers import DiHTTrainer, DiHTTrainingArguments, diht_collator, diht_train_transform, plot_training_curves
 
 logger = logging.getLogger("pretrain")
-SOT, EOT, PAD, UNK = "<|startoftext|>", "<|endoftext|>", "<pad>", "<unk>"
-IMAGE_COLUMNS, CAPTION_COLUMNS = ("image", "jpg", "jpeg", "png", "webp"), ("caption", "txt", "text")
 
 
 @dataclass
@@ -78,23 +69,7 @@ class ModelArguments:
 
 
 @dataclass
-class DataArguments:
-    dataset_name: str | None = field(default=None, metadata={"help": "load_dataset path: Hub name or folder."})
-    dataset_config_name: str | None = field(default=None, metadata={"help": "load_dataset configuration."})
-    train_files: list[str] | None = field(
-        default=None, metadata={"help": "Data files (parquet/json/csv/arrow, or img2dataset .tar shards)."})
-    dataset_path: str | None = field(default=None, metadata={"help": "A folder written by save_to_disk."})
-    train_split: str = field(default="train", metadata={"help": "Split to train on."})
-    eval_split: str | None = field(default=None, metadata={"help": "Held-out split for the final evaluation."})
-    streaming: bool = field(default=False, metadata={"help": "Stream the dataset (needs --max_steps)."})
-    image_column: str | None = field(default=None, metadata={"help": f"Default: first of {IMAGE_COLUMNS}."})
-    caption_column: str | None = field(default=None, metadata={"help": f"Default: first of {CAPTION_COLUMNS}."})
-    label_column: str = field(default="label", metadata={"help": "Class column of the eval split (zero-shot)."})
-    prompt_template: str = field(default="a photo of a {}.", metadata={"help": "Zero-shot prompt for class names."})
-    max_eval_samples: int = field(default=2000, metadata={"help": "Cap on held-out pairs evaluated."})
-    zero_shot_eval_steps: int = field(
-        default=0, metadata={"help": "Also evaluate zero-shot on the held-out pairs every N steps during training "
-                                     "(evaluation.ZeroShotEvaluationCallback); 0: at the end only."})
+class CurationArguments:
     cat_filter: bool = field(default=True, metadata={"help": "Apply the CAT filter before training."})
     cat_min_complexity: int = field(default=1, metadata={"help": "CAT: smallest caption complexity kept."})
     cat_min_actions: int = field(default=1, metadata={"help": "CAT: fewest actions kept."})
@@ -109,8 +84,6 @@ class DataArguments:
         default="softmax", metadata={"help": "Teacher scores: softmax (single-label classifiers such as ImageNet "
                                              "models) or sigmoid (multi-label; the demo's teacher)."})
     soft_concepts: bool = field(default=False, metadata={"help": "Teacher scores as soft targets, not top-k 1s."})
-    train_augmentation: bool = field(default=True, metadata={"help": "DiHT's RandomResizedCrop(0.9, 1)."})
-    preprocessing_num_workers: int | None = field(default=None, metadata={"help": "num_proc of the map steps."})
 
 
 @dataclass
@@ -129,104 +102,6 @@ class DemoArguments:
     teacher_steps: int = field(default=250, metadata={"help": "Demo: training steps of the concept teacher."})
 
 
-def build_word_tokenizer(texts: list[str], max_length: int = 16) -> PreTrainedTokenizerFast:
-    """A word-level tokenizer over the demo captions, with CLIP's start/end tokens and padding id 0 (offline)."""
-    words = sorted({word for text in texts for word in text.lower().split()})
-    vocab = {token: i for i, token in enumerate([PAD, UNK, SOT, EOT, *words])}
-    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
-    backend.pre_tokenizer = pre_tokenizers.Whitespace()
-    backend.post_processor = processors.TemplateProcessing(
-        single=f"{SOT} $A {EOT}", special_tokens=[(SOT, vocab[SOT]), (EOT, vocab[EOT])]
-    )
-    return PreTrainedTokenizerFast(
-        tokenizer_object=backend, bos_token=SOT, eos_token=EOT, pad_token=PAD, unk_token=UNK,
-        model_max_length=max_length, do_lower_case=True,
-    )
-
-
-def tiny_diht_config(tokenizer: PreTrainedTokenizerFast, image_size: int, training: DiHTTrainingArguments,
-                     num_concepts: int) -> DiHTConfig:
-    tower = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4}
-    return DiHTConfig(
-        text_config={**tower, "vocab_size": len(tokenizer), "max_position_embeddings": tokenizer.model_max_length,
-                     "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
-                     "eos_token_id": tokenizer.eos_token_id},
-        vision_config={**tower, "image_size": image_size, "patch_size": 4},
-        projection_dim=64,
-        hn_nce_alpha=training.hn_nce_alpha,
-        hn_nce_beta=training.hn_nce_beta,
-        concept_head_sizes={"concepts": num_concepts} if num_concepts else None,
-    )
-
-
-# ---- data ----------------------------------------------------------------------------------------------------------
-
-def load_pairs(data: DataArguments, split: str) -> Dataset | IterableDataset:
-    """The user's dataset split, from a save_to_disk folder, data files or shards, or a Hub name / folder."""
-    if data.train_files and split != data.train_split:
-        raise ValueError("--train_files holds the training split only; give held-out data with --dataset_path or "
-                         "--dataset_name and --eval_split.")
-    source = data.dataset_path or data.train_files or data.dataset_name
-    return load_source(source, split=split, streaming=data.streaming, name=data.dataset_config_name)
-
-
-def resolve_columns(dataset, data: DataArguments) -> tuple[str, str]:
-    names = list(dataset.column_names or (dataset.features or {}).keys())
-    image = data.image_column or next((c for c in IMAGE_COLUMNS if c in names), None)
-    caption = data.caption_column or next((c for c in CAPTION_COLUMNS if c in names), None)
-    for kind, column in (("image", image), ("caption", caption)):
-        if column is None or column not in names:
-            raise ValueError(f"no {kind} column {column or ''} in the dataset's columns {names}; "
-                             f"pass --{kind}_column.")
-    return image, caption
-
-
-def curate(dataset, data: DataArguments, training: DiHTTrainingArguments, image_column: str, caption_column: str,
-           teacher, ocr_params: dict | None = None):
-    """CAT filter, then teacher concepts: returns the dataset, the CAT report (or None) and the concept vocabulary."""
-    report = None
-    if data.cat_filter:
-        with training.main_process_first(desc="CAT filter"):
-            dataset, report = cat_filter(
-                dataset, image_column=image_column, caption_column=caption_column,
-                min_complexity=data.cat_min_complexity, min_actions=data.cat_min_actions,
-                text_spotting=data.cat_text_spotting, num_proc=data.preprocessing_num_workers, ocr_params=ocr_params)
-    vocabulary = []
-    if not data.concept_distillation:
-        return dataset, report, vocabulary
-    if teacher is not None:
-        with training.main_process_first(desc="concept labelling"):
-            dataset = label_concepts(dataset, teacher, image_column=image_column, top_k=data.concept_top_k,
-                                     return_scores=data.soft_concepts, num_proc=data.preprocessing_num_workers,
-                                     activation=data.concept_activation)
-        vocabulary = concept_vocabulary(dataset)
-    elif "concept_ids" in (dataset.column_names or []):  # labelled earlier with examples/label_concepts.py
-        vocabulary = concept_vocabulary(dataset)
-    return dataset, report, vocabulary
-
-
-# ---- evaluation ------------------------------------------------------------------------------------------------------
-
-def held_out_tasks(held_out: Dataset, *, image_column: str, caption_column: str, label_column: str,
-                   names: list[str] | None, template: str, info: dict) -> list[ClassificationTask | RetrievalTask]:
-    """Zero-shot classification (when the classes are known) and retrieval on the held-out pairs.
-
-    Retrieval keeps the images whose caption is unique in the held-out set: with the protocol's one relevant caption
-    per image, a caption shared by several images (the demo's captions repeat) would count its twins as misses.
-    """
-    tasks = []
-    if names:
-        tasks.append(ClassificationTask(held_out, class_names=names, templates=[template], image_column=image_column,
-                                        label_column=label_column, dataset_info=info))
-    counts = Counter(held_out[caption_column])
-    unique = [i for i, caption in enumerate(held_out[caption_column]) if counts[caption] == 1]
-    tasks.append(RetrievalTask(held_out.select(unique), image_column=image_column, caption_column=caption_column,
-                               dataset_info=info))
-    return tasks
-
-
-# ---- the run ---------------------------------------------------------------------------------------------------------
-
 def demo_defaults() -> list[str]:
     """Training arguments of the embedded demo (command-line arguments override them)."""
     return ["--output_dir", "outputs/pretrain", "--per_device_train_batch_size", "64", "--max_steps", "400",
@@ -235,29 +110,33 @@ def demo_defaults() -> list[str]:
             "--dataloader_pin_memory", str(torch.cuda.is_available()).lower()]
 
 
-DEMO_CHECKPOINT = "outputs/pretrain/model"  # where the no-argument run leaves its model
-
-
-def ensure_demo_checkpoint(path: str) -> None:
-    """Train the embedded demo when `path` is its default checkpoint and missing: the no-argument path of
-    `examples/zero_shot.py` and `examples/few_shot.py`. A path the user gave is never trained."""
-    if path != DEMO_CHECKPOINT or Path(path).exists():
-        return
-    print(f"{path} not found: running the pretraining demo first (examples/pretrain.py, a few minutes on CPU)")
-    main(["--output_dir", str(Path(path).parent)])
+def tiny_diht_config(tokenizer, image_size: int, training: DiHTTrainingArguments, num_concepts: int) -> DiHTConfig:
+    """The demo's DiHT: two layers of width 128 in each tower, 4 px patches, the word tokenizer's vocabulary."""
+    tower = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4}
+    return DiHTConfig(
+        text_config={**tower, "vocab_size": len(tokenizer), "max_position_embeddings": tokenizer.model_max_length,
+                     "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+                     "eos_token_id": tokenizer.eos_token_id},
+        vision_config={**tower, "image_size": image_size, "patch_size": 4},
+        projection_dim=64, hn_nce_alpha=training.hn_nce_alpha, hn_nce_beta=training.hn_nce_beta,
+        concept_head_sizes={"concepts": num_concepts} if num_concepts else None,
+    )
 
 
 def main(argv: list[str] | None = None) -> dict:
+    # 1. Arguments: the demo's defaults first, so that the command line overrides them.
     argv = list(sys.argv[1:] if argv is None else argv)
-    parser = HfArgumentParser((ModelArguments, DataArguments, DemoArguments, PublishArguments, DiHTTrainingArguments))
-    model_args, data, demo, hub, training = parser.parse_args_into_dataclasses(args=demo_defaults() + argv)
+    parser = HfArgumentParser((ModelArguments, TrainingDataArguments, CurationArguments, DemoArguments,
+                               PublishArguments, DiHTTrainingArguments))
+    model_args, data, curation, demo, hub, training = parser.parse_args_into_dataclasses(args=demo_defaults() + argv)
     # One commit with the final model and its card (hub_cards.publish) instead of the Trainer's push at every save.
     push_to_hub, training.push_to_hub = training.push_to_hub or hub.hub_dry_run, False
     logging.basicConfig(format="%(asctime)s %(levelname)s %(name)s: %(message)s", level=logging.INFO
                         if training.should_log else logging.WARNING)
-    is_demo = not (data.dataset_name or data.train_files or data.dataset_path)
+    is_demo = not data.has_source
 
-    teacher, ocr_params = data.concept_teacher, None
+    # 2. Data: the user's pairs (and held-out split), or the demo's rendered scenes.
+    teacher, ocr_params, held_out, names, template = curation.concept_teacher, None, None, None, data.prompt_template
     if is_demo:
         render_size = 2 * demo.image_size  # text spotting needs legible letters; the processor resizes
         pool = build_scenes(demo.num_train, image_size=render_size, seed=training.seed,
@@ -265,49 +144,51 @@ def main(argv: list[str] | None = None) -> dict:
                             text_share=demo.noise_share)
         held_out = build_scenes(demo.num_eval, image_size=render_size, seed=training.seed + 1)
         image_column, caption_column = "image", "caption"
-        names, template = class_names(), CLASS_PROMPT.replace("{color} {shape}", "{}")  # "a photo of a {}"
+        names, template = class_names(), CLASS_TEMPLATE
         eval_info = {"name": "synthetic scenes (demo)", "type": "synthetic-scenes", "split": "held-out"}
         # Small images: OCR at a 1.5x upscale instead of rapidocr's default of 736 px, without the orientation
         # classifier (the letters are upright): several times faster; results.json shows how much text it finds.
         ocr_params = {"Det.limit_side_len": 3 * render_size // 2, "Det.limit_type": "min", "Global.use_cls": False}
         if data.preprocessing_num_workers is None:
             data.preprocessing_num_workers = min(2, os.cpu_count() or 1)
-        if teacher is None and data.concept_distillation:
-            from demo_teacher import train_demo_teacher
-
+        if teacher is None and curation.concept_distillation:
             teacher = train_demo_teacher(demo.image_size, steps=demo.teacher_steps, seed=training.seed)
-            data.concept_activation = "sigmoid"  # it is a multi-label colour + shape classifier
+            curation.concept_activation = "sigmoid"  # it is a multi-label colour + shape classifier
     else:
-        pool = load_pairs(data, data.train_split)
-        image_column, caption_column = resolve_columns(pool, data)
-        held_out, names, template = None, None, data.prompt_template
-        eval_info = {"name": data.dataset_name or data.dataset_path, "type": data.dataset_name or "local",
-                     "split": data.eval_split}
+        pool = data.load(data.train_split)
+        image_column, caption_column = resolve_columns(pool, data.image_column, data.caption_column)
+        eval_info = {"name": data.source_name, "type": data.dataset_name or "local", "split": data.eval_split}
         if data.eval_split:
-            held_out = load_pairs(data, data.eval_split)
+            held_out = data.load(data.eval_split)
             if isinstance(held_out, IterableDataset):
                 held_out = Dataset.from_list(list(held_out.take(data.max_eval_samples)), features=held_out.features)
             held_out = held_out.select(range(min(len(held_out), data.max_eval_samples)))
-            feature = held_out.features.get(data.label_column)
-            names = getattr(feature, "names", None)  # a ClassLabel column names its classes
+            names = getattr(held_out.features.get(data.label_column), "names", None)  # a ClassLabel names classes
 
-    # Decode in the collator, not in datasets: an unreadable image then costs a counted row, not a worker.
-    pool = undecoded(pool, image_column)
-    train, cat_report, vocabulary = curate(pool, data, training, image_column, caption_column, teacher, ocr_params)
+    # 3. Curation: CAT, then the teacher's concepts (images stay undecoded bytes: a corrupt one is a counted row).
+    curated = curate(
+        undecoded(pool, image_column), image_column=image_column, caption_column=caption_column,
+        cat=curation.cat_filter, teacher=teacher, concepts=curation.concept_distillation,
+        cat_options={"min_complexity": curation.cat_min_complexity, "min_actions": curation.cat_min_actions,
+                     "text_spotting": curation.cat_text_spotting, "ocr_params": ocr_params},
+        concept_options={"top_k": curation.concept_top_k, "return_scores": curation.soft_concepts,
+                         "activation": curation.concept_activation},
+        num_proc=data.preprocessing_num_workers, main_process_first=training.main_process_first,
+    )
+    train, vocabulary = curated.dataset, curated.vocabulary
 
+    # 4. Model, tokenizer and image processor (the same random weights in every process).
+    set_seed(training.seed)
     if is_demo:
         tokenizer = build_word_tokenizer([*pool[caption_column], *(template.format(name) for name in names)])
         image_processor = CLIPImageProcessor(size={"shortest_edge": demo.image_size},
                                              crop_size={"height": demo.image_size, "width": demo.image_size})
-        set_seed(training.seed)  # the same initial weights in every process and every run
         model = DiHTModel(tiny_diht_config(tokenizer, demo.image_size, training, len(vocabulary)))
     else:
         source = model_args.model_name_or_path
-        heads = {"concepts": len(vocabulary)} if vocabulary else None
         overrides = dict(hn_nce_alpha=training.hn_nce_alpha, hn_nce_beta=training.hn_nce_beta)
-        if heads:
-            overrides["concept_head_sizes"] = heads
-        set_seed(training.seed)  # random weights (a new model, or new concept heads) equal in every process and run
+        if vocabulary:
+            overrides["concept_head_sizes"] = {"concepts": len(vocabulary)}
         if source:
             model = DiHTModel.from_pretrained(source, attn_implementation=model_args.attn_implementation,
                                               **overrides)
@@ -317,80 +198,77 @@ def main(argv: list[str] | None = None) -> dict:
             config._attn_implementation = model_args.attn_implementation
             model = DiHTModel(config)
         tokenizer_source = model_args.tokenizer_name or source
-        if tokenizer_source:
-            tokenizer = AutoTokenizer.from_pretrained(tokenizer_source)
-        else:  # OpenAI's CLIP BPE, from the open_clip wheel (no download)
-            from modeling_diht.convert_diht_original_to_hf import build_tokenizer
-
-            tokenizer = build_tokenizer()
+        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source) if tokenizer_source else build_tokenizer()
         processor_source = model_args.image_processor_name or source
-        if processor_source:
-            image_processor = AutoImageProcessor.from_pretrained(processor_source)
-        else:
-            from modeling_diht.convert_diht_original_to_hf import build_image_processor
+        image_processor = (AutoImageProcessor.from_pretrained(processor_source) if processor_source
+                           else build_image_processor(model.config.vision_config.image_size))
 
-            image_processor = build_image_processor(model.config.vision_config.image_size)
-    image_size = model.config.vision_config.image_size
-
-    collator = ImageTextCollator(
+    # 5. Batches and the zero-shot tasks (retrieval on the held-out images whose caption is unique: with one relevant
+    #    caption per image, a caption shared by several images would count its twins as misses).
+    collator = diht_collator(
         tokenizer, image_processor, image_column=image_column, caption_column=caption_column,
-        train_transform=diht_train_transform(image_size) if data.train_augmentation else None,
-        num_concepts=len(vocabulary) or None, soft_concepts=data.soft_concepts,
-    )
+        train_transform=diht_train_transform(model.config.vision_config.image_size) if data.train_augmentation
+        else None, num_concepts=len(vocabulary) or None, soft_concepts=curation.soft_concepts)
     tasks = []
     if held_out is not None:
-        tasks = held_out_tasks(held_out, image_column=image_column, caption_column=caption_column,
-                               label_column=data.label_column, names=names, template=template, info=eval_info)
-    callbacks = []
-    if tasks and data.zero_shot_eval_steps:
-        callbacks.append(ZeroShotEvaluationCallback(tasks, tokenizer, image_processor,
-                                                    eval_steps=data.zero_shot_eval_steps, at_train_end=False))
-    trainer = DiHTTrainer(model=model, args=training, train_dataset=train, data_collator=collator,
-                          callbacks=callbacks)
-    trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
+        if names:
+            tasks.append(ClassificationTask(held_out, class_names=names, templates=[template],
+                                            image_column=image_column, label_column=data.label_column,
+                                            dataset_info=eval_info))
+        counts = Counter(held_out[caption_column])
+        unique = [i for i, caption in enumerate(held_out[caption_column]) if counts[caption] == 1]
+        tasks.append(RetrievalTask(held_out.select(unique), image_column=image_column, caption_column=caption_column,
+                                   dataset_info=eval_info))
 
+    # 6. Training, then the final evaluation (every process: under ZeRO-3 each forward gathers the weights).
+    trainer = DiHTTrainer(model=model, args=training, train_dataset=train, data_collator=collator, eval_tasks=tasks,
+                          image_processor=image_processor)
+    trainer.train(resume_from_checkpoint=training.resume_from_checkpoint)
+    if tasks:
+        trainer.evaluate()
+    evaluation = [record.to_dict() for record in trainer.eval_records]
+
+    # 7. Results: losses, metrics against chance, what CAT removed (of each planted kind, in the demo).
     losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
     results = {"train_loss_first": losses[0], "train_loss_last": losses[-1]} if losses else {}
-    # Every process evaluates: under ZeRO-3 each forward gathers the weights collectively.
-    evaluation = [task.run(trainer.model, tokenizer, image_processor) for task in tasks]
-    for record in evaluation:
-        if record["task"] == "classification":
-            results["zero_shot_top1"] = record["metrics"]["top1"]
-            results["chance_top1"] = 1.0 / record["num_classes"]
+    for record in trainer.eval_records:
+        if record.task == "classification":
+            results["zero_shot_top1"] = record.metrics["top1"]
+            results["chance_top1"] = 1.0 / record.num_classes
     results["evaluation"] = evaluation
     results["skipped"] = trainer.skipped_counts
-    if cat_report is not None and not isinstance(train, IterableDataset):
-        results["cat_report"] = dict(cat_report)
-        if is_demo:  # what CAT removed, against the kinds the demo planted
-            kinds = pool["kind"]
-            kept = train["kind"]
+    if curated.cat_report is not None and not isinstance(train, IterableDataset):
+        results["cat_report"] = dict(curated.cat_report)
+        if is_demo:
+            kinds, kept = pool["kind"], train["kind"]
             results["cat_removed_by_kind"] = {k: kinds.count(k) - kept.count(k) for k in KINDS}
             results["cat_pool_by_kind"] = {k: kinds.count(k) for k in KINDS}
     if vocabulary:
         results["concept_vocabulary"] = vocabulary
 
+    # 8. The checkpoint folder with its model card, and the Hub push (or its dry run).
     output_dir = Path(training.output_dir)
     trainer.save_model(str(output_dir / "model"))  # gathers ZeRO-3 shards; writes on the main process
     if trainer.is_world_process_zero():
         tokenizer.save_pretrained(output_dir / "model")
         image_processor.save_pretrained(output_dir / "model")
-        card = dict(results=evaluation, cat_report=results.get("cat_report"), training_args=training,
+        card = dict(results=evaluation, cat_report=results.get("cat_report"), loss_config=trainer.loss_config(),
                     datasets=[data.dataset_name] if data.dataset_name and not Path(data.dataset_name).exists() else None,
                     base_model=(model_args.model_name_or_path if model_args.model_name_or_path
                                 and not Path(model_args.model_name_or_path).exists() else None),
                     license=hub.license)
         if push_to_hub:
             repo_id = training.hub_model_id or output_dir.name
-            uploaded = publish(output_dir / "model", repo_id, dry_run=hub.hub_dry_run,
+            uploaded = publish(output_dir / "model", repo_id, dry_run=hub.hub_dry_run, training_args=training,
                                private=training.hub_private_repo, token=training.hub_token,
                                revision=training.hub_revision, **card)
             results["hub"] = {"repo_id": repo_id, "dry_run": hub.hub_dry_run,
                               "files": uploaded if hub.hub_dry_run else None}
         else:  # the card goes into the folder anyway: it is what a reader of the checkpoint needs
-            write_model_card(output_dir / "model", model_id=training.hub_model_id, training=card.pop("training_args"),
-                             **card)
+            write_model_card(output_dir / "model", model_id=training.hub_model_id, training=training, **card)
         if losses:
-            plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png")
+            plot_training_curves(trainer.state.log_history, output_dir / "training_curves.png",
+                                 title="DiHT pre-training", exclude=trainer.counters)
         (output_dir / "results.json").write_text(json.dumps(results, indent=2))
         print(json.dumps(results, indent=2))
         if "zero_shot_top1" in results:

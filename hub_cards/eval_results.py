@@ -1,20 +1,22 @@
-"""Zero-shot evaluation records → the Hub's `model-index` (`huggingface_hub.EvalResult`) and the card's table.
+"""Evaluation records → the Hub's `model-index` (`huggingface_hub.EvalResult`) and the card's table.
 
-The records are those `evaluation` and `examples/zero_shot.py` write for the DiHT protocols (Radenovic et al., CVPR
-2023, arXiv 2301.02280; PAPERS.md §1.6), one per task and dataset:
+The records are `evaluation.EvaluationRecord`s (or their dicts, as `examples/zero_shot.py` writes them to
+`results.json`) for the zero-shot protocols of DiHT (Radenovic et al., CVPR 2023, arXiv 2301.02280) and COSMO
+(arXiv 2312.06112), one per task and dataset:
 
     {"task": "classification" | "retrieval",
      "dataset": {"name": "ImageNet-1k", "type": "imagenet-1k", "config": None, "split": "validation",
                  "revision": None, ...},
      "protocol": {"templates": "openai_imagenet_80", ...},            # free-form strings and ints; None: unused
      "metrics": {"top1": 0.68, "top5": 0.91}                         # classification
-              | {"image_to_text_recall@1": 0.59, ..., "text_to_image_recall@10": 0.9},   # retrieval
+              | {"image_to_text_recall@1": 0.59, ..., "text_to_image_recall@10": 0.9,    # retrieval
+                 "reranked_image_to_text_recall@1": 0.66, ...},                 # re-ranked by ITM
      "num_images": 50000, "skipped_images": 0, ...}                  # optional; also read from "dataset"
 
 Other keys (`name`, `num_classes`, `plot`, ...) are ignored.
 
 Metric values are fractions in [0, 1]; the model-index and the card report them as percentages rounded to 0.01,
-the unit of the papers' tables (PAPERS.md §1.6), and every metric name says "(%)".
+the unit of the papers' tables, and every metric name says "(%)".
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ TASK_TYPES: dict[str, tuple[str, str]] = {
     "retrieval": ("zero-shot-cross-modal-retrieval", "Zero-Shot Cross-Modal Retrieval"),
 }
 _TOP_K = re.compile(r"top(\d+)")
-_RECALL = re.compile(r"(image_to_text|text_to_image)_recall@(\d+)")
+_RECALL = re.compile(r"(reranked_)?(image_to_text|text_to_image)_recall@(\d+)")
 _ARROWS = {"image_to_text": "image→text", "text_to_image": "text→image"}
 # Columns of the card's table that come from the record's dataset block rather than its metrics.
 _DATASET_KEYS = ("name", "type", "config", "split", "revision")
@@ -55,9 +57,11 @@ def _metric(task: str, key: str) -> tuple[str, str, int] | None:
         k = int(match.group(1))
         return ("accuracy" if k == 1 else f"top_{k}_accuracy"), f"top-{k} accuracy (%)", k
     if task == "retrieval" and (match := _RECALL.fullmatch(key)):
-        direction, k = match.group(1), int(match.group(2))
-        order = (0 if direction == "image_to_text" else 1000) + int(k)  # image→text first, then by k
-        return f"{direction}_recall_at_{k}", f"Recall@{k} {_ARROWS[direction]} (%)", order
+        reranked, direction, k = bool(match.group(1)), match.group(2), int(match.group(3))
+        # image→text first, then by k; the re-ranked recalls after the similarity-only ones
+        order = 2000 * reranked + (0 if direction == "image_to_text" else 1000) + k
+        prefix, suffix = ("reranked_", ", re-ranked") if reranked else ("", "")
+        return (f"{prefix}{direction}_recall_at_{k}", f"Recall@{k} {_ARROWS[direction]}{suffix} (%)", order)
     return None
 
 
@@ -72,7 +76,12 @@ def _percent(key: str, value: Any) -> float:
     return round(100.0 * value, 2)
 
 
+def _as_mapping(record: Any) -> Any:
+    return record.to_dict() if callable(getattr(record, "to_dict", None)) else record  # an EvaluationRecord
+
+
 def _checked(record: Mapping[str, Any], index: int) -> tuple[str, Mapping[str, Any], Mapping[str, Any]]:
+    record = _as_mapping(record)
     if not isinstance(record, Mapping):
         raise ValueError(f"result {index} is a {type(record).__name__}, not a dict")
     task, dataset, metrics = record.get("task"), record.get("dataset"), record.get("metrics")
@@ -104,10 +113,10 @@ def _metrics_of(task: str, metrics: Mapping[str, Any], index: int) -> list[tuple
 def eval_results_from(results: Iterable[Mapping[str, Any]]) -> list[EvalResult]:
     """Convert evaluation records into the `huggingface_hub.EvalResult` entries of a card's `model-index`.
 
-    Zero-shot protocols of DiHT (Radenovic et al., CVPR 2023, arXiv 2301.02280): classification gives
+    Zero-shot protocols of DiHT (arXiv 2301.02280) and COSMO (arXiv 2312.06112): classification gives
     task type `zero-shot-image-classification` with metric types `accuracy` (top-1) and `top_<k>_accuracy`;
     retrieval gives task type `zero-shot-cross-modal-retrieval` with `image_to_text_recall_at_<k>` and
-    `text_to_image_recall_at_<k>`. Values become percentages rounded to 0.01. The record's `protocol` (prompt
+    `text_to_image_recall_at_<k>` (and `reranked_...` after ITM re-ranking). Values become percentages rounded to 0.01. The record's `protocol` (prompt
     templates, caption wrapping, ...) becomes each metric's `args`; the dataset's `config`, `split` and `revision`
     go to the model-index, other dataset keys (`num_images`, ...) only to the card's table.
 
@@ -134,6 +143,7 @@ def eval_results_from(results: Iterable[Mapping[str, Any]]) -> list[EvalResult]:
     seen: dict[tuple, int] = {}
     for index, record in enumerate(results):
         task, dataset, metrics = _checked(record, index)
+        record = _as_mapping(record)
         task_type, task_name = TASK_TYPES[task]
         protocol = _protocol(record) or None
         entries = [
@@ -196,6 +206,7 @@ def result_rows(results: Iterable[Mapping[str, Any]]) -> list[dict[str, str]]:
     rows = []
     for index, record in enumerate(results):
         task, dataset, metrics = _checked(record, index)
+        record = _as_mapping(record)
         extra = {key: value for key, value in dataset.items()
                  if key not in (*_DATASET_KEYS, "num_images", "skipped_images") and value is not None}
         protocol = {**_protocol(record), **extra}

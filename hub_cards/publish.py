@@ -1,7 +1,7 @@
 """Write the card of a trained or converted model folder, then push the folder to the Hub in one commit.
 
-DiHT: Radenovic et al., CVPR 2023, https://arxiv.org/abs/2301.02280. The one call the training and conversion
-scripts make: `publish(folder, repo_id, results=..., cat_report=..., training_args=..., dry_run=...)`.
+The one call the training scripts and `python -m hub_cards.push` make:
+`publish(folder, repo_id, results=..., cat_report=..., training_args=..., loss_config=..., dry_run=...)`.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 from huggingface_hub import CommitInfo
 from transformers import TrainingArguments
 
-from .card import DEFAULT_LICENSE, write_model_card
+from .card import write_model_card
 from .push import push_to_hub
 
 __all__ = ["publish"]
@@ -26,9 +26,10 @@ def publish(
     results: Sequence[Mapping[str, Any]] | None = None,
     cat_report: Mapping[str, Any] | None = None,
     training_args: TrainingArguments | Mapping[str, Any] | None = None,
+    loss_config: Mapping[str, Any] | None = None,
     datasets: Sequence[str] | None = None,
     base_model: str | Sequence[str] | None = None,
-    license: str = DEFAULT_LICENSE,
+    license: str | None = None,
     dry_run: bool = False,
     private: bool | None = None,
     token: str | None = None,
@@ -44,13 +45,15 @@ def publish(
     Args:
         folder: the saved model folder.
         repo_id: `namespace/name` of the Hub repository; also the card's model name.
-        results: evaluation records (schema in `hub_cards.eval_results`), shown in the table and the model-index.
+        results: evaluation records (`evaluation.EvaluationRecord`s or their dicts), shown in the table and the
+            model-index.
         cat_report: `curation.cat_filter`'s report.
-        training_args: the run's `TrainingArguments` (α, β, concept weight, steps, global batch, lr ...) or a dict.
+        training_args: the run's `TrainingArguments` (steps, global batch, lr, the recipe's settings ...) or a dict.
+        loss_config: the training loss's `get_config_dict()` (e.g. `DiHTTrainer.loss_config()`).
         datasets: Hub dataset ids of the training data (local paths do not belong in the card's metadata).
         base_model: Hub model id(s) the run started from.
-        license: Hub license id: `apache-2.0` by default for models trained with this library; `cc-by-nc-4.0` for
-            conversions of the official DiHT weights.
+        license: Hub license id (default: the recipe's for this folder — `cc-by-nc-4.0` for conversions of the
+            official DiHT weights — else `apache-2.0`, for models trained with this library).
         dry_run: write the card and list the files; upload nothing.
         private, token, commit_message, revision: see `push_to_hub`.
         overwrite_card: replace a README.md that hub_cards did not write.
@@ -59,7 +62,7 @@ def publish(
         See `push_to_hub`: the paths (dry run) or the commit.
     """
     write_model_card(folder, overwrite=overwrite_card, results=results, cat_report=cat_report,
-                     training=training_args, datasets=datasets, base_model=base_model, license=license,
-                     model_id=repo_id)
+                     training=training_args, loss_config=loss_config, datasets=datasets, base_model=base_model,
+                     license=license, model_id=repo_id)
     return push_to_hub(folder, repo_id, dry_run=dry_run, private=private, token=token,
                        commit_message=commit_message, revision=revision)

@@ -1,13 +1,14 @@
-"""The training procedure a card reports: HN-NCE α/β, concept distillation and the optimisation settings.
+"""The training procedure a card reports: the optimisation settings and the recipe's own (its loss's config).
 
-DiHT (Radenovic et al., CVPR 2023, arXiv 2301.02280) trains with the HN-NCE loss (PAPERS.md §1.2) plus a
-concept-distillation loss (§1.4). The paper publishes neither α, β nor the concept-loss weight, so a card states
-the values its run used, and only those it was given.
+A card states the values its run used, and only those it was given. Generic settings come from the run's
+`TrainingArguments` (steps, global batch, learning rate, schedule, precision...); the recipe's settings (DiHT's
+HN-NCE α/β and concept weight, arXiv 2301.02280, neither published by the paper) come from the same arguments or
+from the loss's `get_config_dict()`, labelled by the recipe's `CardRecipe.training_labels`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from enum import Enum
 from typing import Any
 
@@ -15,14 +16,8 @@ from transformers import TrainingArguments
 
 __all__ = ["TRAINING_FIELDS", "format_value", "training_from", "training_rows"]
 
-# The settings a card knows, with their labels, in the order it lists them.
+# The generic settings a card knows, with their labels, in the order it lists them (after the recipe's own).
 TRAINING_FIELDS: dict[str, str] = {
-    "hn_nce_alpha": "HN-NCE α",
-    "hn_nce_beta": "HN-NCE β",
-    "hn_nce_detach_weights": "HN-NCE weights detached",
-    "concept_loss_weight": "concept-distillation loss weight",
-    "concept_teacher": "concept teacher",
-    "concept_vocabulary_size": "concept vocabulary size",
     "max_steps": "optimizer steps",
     "num_train_epochs": "epochs",
     "global_batch_size": "global batch size (pairs per step)",
@@ -32,7 +27,6 @@ TRAINING_FIELDS: dict[str, str] = {
     "weight_decay": "weight decay",
     "optimizer": "optimizer",
     "precision": "precision",
-    "max_logit_scale": "logit-scale clamp (max 1/τ)",
     "seed": "seed",
 }
 # Keys of a plain dict that combine into `global_batch_size`.
@@ -43,14 +37,10 @@ def _plain(value: Any) -> Any:
     return value.value if isinstance(value, Enum) else value  # SchedulerType, OptimizerNames
 
 
-def _from_training_arguments(args: TrainingArguments) -> dict[str, Any]:
-    settings: dict[str, Any] = {
-        name: getattr(args, name)
-        for name in ("hn_nce_alpha", "hn_nce_beta", "concept_loss_weight", "max_logit_scale")  # DiHT's arguments
-        if getattr(args, name, None) is not None
-    }
-    if getattr(args, "hn_nce_detach_weights", False):
-        settings["hn_nce_detach_weights"] = True
+def _from_training_arguments(args: TrainingArguments, recipe_fields: Iterable[str]) -> dict[str, Any]:
+    values = {name: getattr(args, name, None) for name in recipe_fields}
+    settings: dict[str, Any] = {name: _plain(value) for name, value in values.items()
+                                if value is not None and value is not False}  # a False flag is the default
     if args.max_steps and args.max_steps > 0:
         settings["max_steps"] = args.max_steps
     else:  # the Trainer runs epochs only when max_steps is unset
@@ -76,19 +66,20 @@ def _from_mapping(values: Mapping[str, Any]) -> dict[str, Any]:
     return settings
 
 
-def training_from(training: TrainingArguments | Mapping[str, Any] | None) -> dict[str, Any]:
-    """The training settings a card reports, from a run's `TrainingArguments` or a dict.
+def training_from(training: TrainingArguments | Mapping[str, Any] | None, recipe_fields: Iterable[str] = (),
+                  loss_config: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The training settings a card reports, from a run's `TrainingArguments` or a dict, and its loss's config.
 
-    From `TrainingArguments` (`DiHTTrainingArguments` adds α, β, the concept-loss weight and the logit-scale
-    clamp): steps (or epochs), global batch = per-device batch × gradient accumulation × processes, learning rate,
-    schedule, warm-up, weight decay, optimizer, precision, seed. A dict is taken as given (keys of
-    `TRAINING_FIELDS`, plus any other key, listed under "other settings"); `per_device_train_batch_size`,
-    `gradient_accumulation_steps` and `world_size` combine into `global_batch_size`. `None` values are dropped, so
-    a card shows only what was provided. Neither α, β nor the concept weight is confirmed by the paper (PAPERS.md
-    §1.2, §1.4): the card reports the run's values.
+    From `TrainingArguments`: the recipe's fields present on them (`recipe_fields`, e.g. DiHT's `hn_nce_alpha`),
+    then steps (or epochs), global batch = per-device batch × gradient accumulation × processes, learning rate,
+    schedule, warm-up, weight decay, optimizer, precision, seed. A dict is taken as given;
+    `per_device_train_batch_size`, `gradient_accumulation_steps` and `world_size` combine into `global_batch_size`.
+    `loss_config` (the loss's `get_config_dict()`) overrides both. `None` values are dropped.
 
     Args:
         training: the arguments of the run, a dict, or None.
+        recipe_fields: the recipe's setting names to read from `TrainingArguments`.
+        loss_config: the training loss's settings.
 
     Returns:
         Setting names to plain values (enums become their strings).
@@ -99,18 +90,23 @@ def training_from(training: TrainingArguments | Mapping[str, Any] | None) -> dic
         {'hn_nce_alpha': 1.0, 'hn_nce_beta': 0.5, 'global_batch_size': 2048}
     """
     if training is None:
-        return {}
-    if isinstance(training, TrainingArguments):
-        return _from_training_arguments(training)
-    if isinstance(training, Mapping):
-        return _from_mapping(training)
-    raise TypeError(f"training must be TrainingArguments, a dict or None, got {type(training).__name__}")
+        settings = {}
+    elif isinstance(training, TrainingArguments):
+        settings = _from_training_arguments(training, recipe_fields)
+    elif isinstance(training, Mapping):
+        settings = _from_mapping(training)
+    else:
+        raise TypeError(f"training must be TrainingArguments, a dict or None, got {type(training).__name__}")
+    settings.update({key: _plain(value) for key, value in (loss_config or {}).items() if value is not None})
+    return settings
 
 
-def training_rows(settings: Mapping[str, Any]) -> list[tuple[str, str]]:
-    """`(label, value)` rows of the card's training table: known settings in `TRAINING_FIELDS` order, then others."""
-    known = [(TRAINING_FIELDS[key], format_value(settings[key])) for key in TRAINING_FIELDS if key in settings]
-    others = [(key, format_value(value)) for key, value in settings.items() if key not in TRAINING_FIELDS]
+def training_rows(settings: Mapping[str, Any], recipe_labels: Mapping[str, str] | None = None
+                  ) -> list[tuple[str, str]]:
+    """`(label, value)` rows of the card's training table: the recipe's settings, the generic ones, then others."""
+    labels = {**(recipe_labels or {}), **TRAINING_FIELDS}
+    known = [(labels[key], format_value(settings[key])) for key in labels if key in settings]
+    others = [(key, format_value(value)) for key, value in settings.items() if key not in labels]
     return known + others
 
 

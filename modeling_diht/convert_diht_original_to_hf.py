@@ -14,17 +14,17 @@ a folder that `AutoModel`, `AutoTokenizer`, `AutoImageProcessor` and `AutoProces
         --checkpoint diht_vitb16_224px_<sha256>.ckpt --model_name diht_vitb16_224px \\
         --output_dir diht-vitb16-224px --allow_pickle
 
-With `--push_to_hub --hub_model_id me/diht-vitb16-224px` it then writes the model card (license `cc-by-nc-4.0`
-by default, the official weights' license; evaluation results from `--results_json`) and uploads the folder in one
-commit; `--hub_dry_run` writes the card and lists the files instead. These use the `hub_cards` package of
-diht-cosmo, imported only then.
+The model card and the Hub upload are `hub_cards`' (a layer above the models), in one command on the folder:
+
+    python -m hub_cards.push --folder diht-vitb16-224px --repo_id me/diht-vitb16-224px --license cc-by-nc-4.0 \
+        --results_json outputs/zero_shot/results.json      # --dry_run: write the card, list the files
 
 The `.ckpt` files are pickles. Nothing is unpickled unless `--allow_pickle` is given, and then only through
 `torch.load(weights_only=True)`, which accepts tensors and plain containers and refuses any other object (so a
 malicious file cannot run code). `.safetensors` files need no option.
 
 The tokenizer is OpenAI CLIP's BPE, rebuilt from `bpe_simple_vocab_16e6.txt.gz` (shipped inside the
-`open_clip_torch` wheel, or given with `--bpe_path`); nothing is downloaded.
+`open_clip_torch` wheel, or given with `--bpe_path`) by `processing_diht.build_tokenizer`; nothing is downloaded.
 
 This file imports only torch, safetensors, transformers' public API and its siblings; open_clip is not imported, only
 located on disk to find its BPE file.
@@ -32,36 +32,21 @@ located on disk to find its BPE file.
 
 from __future__ import annotations
 
-import argparse
-import gzip
 import hashlib
-import importlib.util
 import json
 import re
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import torch
 from safetensors.torch import load_file as load_safetensors
-from transformers import CLIPImageProcessorPil, CLIPProcessor, CLIPTokenizer
+from transformers import CLIPProcessor, HfArgumentParser
 from transformers import __version__ as transformers_version
-from transformers.convert_slow_tokenizer import bytes_to_unicode  # OpenAI/GPT-2 byte-to-character map
-from transformers.image_utils import PILImageResampling
 
 from .configuration_diht import DIHT_PRESETS, DiHTConfig
 from .modeling_diht import DiHTModel
-
-# OpenAI CLIP's normalisation constants, used by DiHT for training and evaluation (PAPERS.md §1.1).
-OPENAI_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
-OPENAI_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-CONTEXT_LENGTH = 77  # OpenAI CLIP text context, used by every DiHT model
-BPE_FILENAME = "bpe_simple_vocab_16e6.txt.gz"
-# OpenAI's SimpleTokenizer keeps the first 49152 - 256 - 2 merges: the vocabulary is then 2 * 256 byte symbols
-# (with and without "</w>") + 48894 merges + 2 special tokens = 49408 entries.
-NUM_BPE_MERGES = 49152 - 256 - 2
-SOT_TOKEN, EOT_TOKEN = "<|startoftext|>", "<|endoftext|>"  # ids 49406 and 49407, the last two of the vocabulary
-# Token id 0 is "!" (the first printable byte); OpenAI's `clip.tokenize` and open_clip pad with id 0.
-PAD_TOKEN = "!"
+from .processing_diht import BPE_FILENAME, build_image_processor, build_tokenizer
 
 # Entries of OpenAI-style state dicts that are not weights: the JIT archives store the model's hyper-parameters as
 # tensors, and `attn_mask` is the causal mask, rebuilt from the config by every implementation.
@@ -389,98 +374,6 @@ def _listing(keys: list[str]) -> str:
 
 
 # --------------------------------------------------------------------------------------------------------------------
-# Tokenizer and image processor
-# --------------------------------------------------------------------------------------------------------------------
-
-
-def default_bpe_path() -> Path:
-    """The OpenAI CLIP BPE file inside the installed `open_clip_torch` package, located without importing it.
-
-    Raises:
-        FileNotFoundError: open_clip is not installed or its wheel lacks the file.
-    """
-    spec = importlib.util.find_spec("open_clip")  # finds the package on disk; runs none of its code
-    for folder in (spec.submodule_search_locations or []) if spec is not None else []:
-        candidate = Path(folder) / BPE_FILENAME
-        if candidate.is_file():
-            return candidate
-    raise FileNotFoundError(
-        f"Could not find {BPE_FILENAME}: install open_clip_torch (the file ships inside its wheel) or pass its path "
-        "with bpe_path= (command line: --bpe_path)."
-    )
-
-
-def build_tokenizer(bpe_path: str | Path | None = None) -> CLIPTokenizer:
-    """OpenAI CLIP's BPE tokenizer as a transformers `CLIPTokenizer`, built from the BPE merges file offline.
-
-    Vocabulary and merges are built exactly as OpenAI's `SimpleTokenizer`: the 256 byte symbols, the same with
-    `</w>`, the first 48894 merges, then `<|startoftext|>` (49406) and `<|endoftext|>` (49407), 49408 entries.
-    Sequences are wrapped in start/end tokens, truncated to 77 tokens and padded with id 0, as OpenAI's
-    `clip.tokenize` and open_clip do. `split_special_tokens=True` keeps special-token strings typed in the text from
-    being matched as special tokens; without it, every "!" in a caption would become the padding token.
-
-    Known differences from OpenAI / open_clip (which first run `ftfy.fix_text` and `html.unescape` twice): text is
-    only NFC-normalised, so curly quotes (’ “ ”), HTML entities (`&amp;`), ligatures (ﬁ), full-width forms (Ａ) and
-    mojibake are tokenised as typed; clean such text with `ftfy` and `html.unescape` first for identical ids.
-    Ordinary ASCII text gives identical ids.
-
-    Args:
-        bpe_path: `bpe_simple_vocab_16e6.txt.gz`; defaults to the copy inside the installed open_clip package.
-
-    Returns:
-        The tokenizer, with `model_max_length=77` and `pad_token_id == 0`.
-    """
-    path = Path(bpe_path) if bpe_path is not None else default_bpe_path()
-    if not path.is_file():
-        raise FileNotFoundError(f"BPE file {str(path)!r} does not exist")
-    lines = gzip.open(path).read().decode("utf-8").split("\n")
-    merges = [tuple(line.split()) for line in lines[1 : NUM_BPE_MERGES + 1]]  # line 0 is a version header
-    symbols = list(bytes_to_unicode().values())
-    tokens = symbols + [symbol + "</w>" for symbol in symbols] + ["".join(merge) for merge in merges]
-    tokens += [SOT_TOKEN, EOT_TOKEN]
-    return CLIPTokenizer(
-        vocab={token: index for index, token in enumerate(tokens)},
-        merges=merges,
-        bos_token=SOT_TOKEN,
-        eos_token=EOT_TOKEN,
-        unk_token=EOT_TOKEN,
-        pad_token=PAD_TOKEN,
-        model_max_length=CONTEXT_LENGTH,
-        split_special_tokens=True,
-    )
-
-
-def build_image_processor(image_size: int) -> CLIPImageProcessorPil:
-    """DiHT's evaluation preprocessing: bicubic resize of the short side, centre crop, OpenAI mean/std.
-
-    The PIL-backed class is used: it runs without torchvision and gives the same pixels as open_clip's and DiHT's
-    torchvision transforms on PIL images. The saved `preprocessor_config.json` names `CLIPImageProcessor`, so
-    `AutoImageProcessor.from_pretrained` picks the torchvision backend where torchvision is installed (resizing
-    with torch: values differ by up to ~0.03 after normalisation); pass `backend="pil"` to reproduce the original
-    preprocessing exactly. Images with transparency are composited onto white (the original drops the alpha channel).
-
-    Args:
-        image_size: the model's input resolution (224 or 336 for the released models).
-
-    Returns:
-        The image processor.
-    """
-    return CLIPImageProcessorPil(
-        do_resize=True,
-        size={"shortest_edge": image_size},
-        resample=PILImageResampling.BICUBIC,
-        do_center_crop=True,
-        crop_size={"height": image_size, "width": image_size},
-        do_rescale=True,
-        rescale_factor=1 / 255,
-        do_normalize=True,
-        image_mean=list(OPENAI_CLIP_MEAN),
-        image_std=list(OPENAI_CLIP_STD),
-        do_convert_rgb=True,
-    )
-
-
-# --------------------------------------------------------------------------------------------------------------------
 # Whole conversion
 # --------------------------------------------------------------------------------------------------------------------
 
@@ -586,85 +479,36 @@ def convert_checkpoint(
     return output_dir
 
 
+@dataclass
+class ConversionArguments:
+    """The converter's command line (see the module docstring)."""
+
+    checkpoint: str = field(metadata={"help": "The original .ckpt (a pickle) or .safetensors file."})
+    output_dir: str = field(metadata={"help": "The folder to write the converted model into."})
+    model_name: str | None = field(default=None, metadata={
+        "help": "The released architecture of the checkpoint (default: recognised from its shapes).",
+        "choices": sorted(DIHT_PRESETS)})
+    config_json: str | None = field(default=None, metadata={
+        "help": "A DiHTConfig JSON file (e.g. a converted model's config.json) instead of a preset."})
+    bpe_path: str | None = field(default=None, metadata={
+        "help": f"OpenAI CLIP's {BPE_FILENAME} (default: the copy inside the installed open_clip_torch)."})
+    allow_pickle: bool = field(default=False, metadata={
+        "help": "Original DiHT .ckpt files are pickles: allow reading them with torch.load(weights_only=True), which "
+                "reads tensors only and refuses any other object (no code from the file can run)."})
+
+
 def main(argv: list[str] | None = None) -> int:
     """Command-line entry point; see the module docstring."""
-    parser = argparse.ArgumentParser(
-        prog="python -m modeling_diht.convert_diht_original_to_hf",
-        description="Convert an original DiHT checkpoint (arXiv 2301.02280) into a transformers model folder.",
-    )
-    parser.add_argument("--checkpoint", required=True, help="original .ckpt (pickle) or .safetensors file")
-    arch = parser.add_mutually_exclusive_group()
-    arch.add_argument(
-        "--model_name",
-        choices=sorted(DIHT_PRESETS),
-        help="released architecture of the checkpoint (default: recognised from its shapes)",
-    )
-    arch.add_argument("--config_json", help="a DiHTConfig JSON file (e.g. a converted model's config.json) instead of a preset")
-    parser.add_argument("--output_dir", required=True, help="folder to write the converted model into")
-    parser.add_argument("--bpe_path", help=f"OpenAI CLIP {BPE_FILENAME} (default: the copy inside open_clip)")
-    parser.add_argument(
-        "--allow_pickle",
-        action="store_true",
-        help="original DiHT .ckpt files are pickles: allow loading them with torch.load(weights_only=True), which "
-        "reads tensors only and refuses any other object (no code from the file can run)",
-    )
-    hub = parser.add_argument_group(
-        "model card and Hub upload (need the hub_cards package of diht-cosmo, imported only when used)"
-    )
-    hub.add_argument("--push_to_hub", action="store_true",
-                     help="write the model card (README.md) and upload the folder in one commit to --hub_model_id")
-    hub.add_argument("--hub_model_id", help="namespace/name of the Hub model repository")
-    hub.add_argument("--hub_dry_run", action="store_true",
-                     help="write the card and list the files a push would upload, with their sizes; upload nothing")
-    hub.add_argument("--hub_private_repo", action="store_true", default=None, help="create the repository as private")
-    hub.add_argument("--license", default="cc-by-nc-4.0",
-                     help="Hub license id for the card (default cc-by-nc-4.0: the license of the official DiHT "
-                     "weights, which binds their conversions; pass yours for a checkpoint you trained)")
-    hub.add_argument("--results_json", nargs="+", metavar="FILE",
-                     help="evaluation results (records as examples/zero_shot.py writes them) for the card's table "
-                     "and model-index; also writes the card without a push")
-    hub.add_argument("--base_model", help="Hub model id the weights derive from, for the card's metadata")
-    args = parser.parse_args(argv)
-    if args.push_to_hub and not args.hub_model_id:
-        parser.error("--push_to_hub needs --hub_model_id")
-    config = DiHTConfig.from_json_file(args.config_json) if args.config_json else None
+    (args,) = HfArgumentParser(ConversionArguments).parse_args_into_dataclasses(args=argv)
+    if args.model_name and args.config_json:
+        raise SystemExit("error: give --model_name or --config_json, not both")
     try:
-        results = _load_results(args.results_json)  # before converting: a bad file fails in a second, not minutes
-        convert_checkpoint(
-            args.checkpoint,
-            args.model_name,
-            args.output_dir,
-            bpe_path=args.bpe_path,
-            allow_pickle=args.allow_pickle,
-            config=config,
-        )
-        if args.push_to_hub or args.hub_dry_run or args.results_json:
-            _write_card_and_push(args, results)
+        config = DiHTConfig.from_json_file(args.config_json) if args.config_json else None
+        convert_checkpoint(args.checkpoint, args.model_name, args.output_dir, bpe_path=args.bpe_path,
+                           allow_pickle=args.allow_pickle, config=config)
     except (FileNotFoundError, ValueError) as error:  # bad input: a message, not a traceback
         raise SystemExit(f"error: {error}") from error
     return 0
-
-
-def _load_results(paths: list[str] | None) -> list[dict] | None:
-    if not paths:
-        return None
-    from hub_cards import eval_results_from, load_results  # lazily: this module travels as remote code without it
-
-    results = load_results(paths)
-    eval_results_from(results)  # checks every record now
-    return results
-
-
-def _write_card_and_push(args: argparse.Namespace, results: list[dict] | None) -> None:
-    """The card of the converted folder (license, conversion provenance, results), then the push or its dry run."""
-    from hub_cards import publish, write_model_card
-
-    card = dict(results=results, license=args.license, base_model=args.base_model)
-    if not (args.push_to_hub or args.hub_dry_run):
-        print(f"Wrote the model card {write_model_card(args.output_dir, model_id=args.hub_model_id, **card)}")
-        return
-    repo_id = args.hub_model_id or Path(args.output_dir).resolve().name  # a dry run may leave the repo unnamed
-    publish(args.output_dir, repo_id, dry_run=args.hub_dry_run, private=args.hub_private_repo, **card)
 
 
 if __name__ == "__main__":

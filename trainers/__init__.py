@@ -1,38 +1,80 @@
-"""Training DiHT (and COSMO) with transformers' Trainer: everything that knows about processes and ranks.
+"""Training image-text recipes with transformers' Trainer: everything that knows about processes and ranks.
 
-- `DiHTTrainer`, `DiHTTrainingArguments`: HN-NCE over the global batch, concept distillation, logit-scale clamp,
-  named loss terms (arXiv 2301.02280).
-- `ContrastiveTrainer`, `ContrastiveTrainingArguments`, `LogitScaleClampCallback`: the parts another image-text
-  recipe reuses.
-- `DeltaBallProjectionCallback`: projected gradient descent for the few-shot head (`DiHTForImageClassification`).
-- `HNNCELoss`, `concept_distillation_loss`: the losses, distributed-aware.
-- `all_gather_with_grad`: the differentiable gather they rest on.
-- `plot_training_curves`: the run's loss terms and logit scale as a PNG.
-- `ImageTextCollator`, `concept_targets`, `diht_train_transform`: batches with robust decoding.
+The recipe-neutral core:
+- `ContrastiveTrainer`, `ContrastiveTrainingArguments`: named loss terms, collator counters, declared parameter
+  clamps (`ParameterClampCallback`), a batch-sampler hook with an embedding tap and checkpointed sampler state
+  (`trainers.sampling`), zero-shot evaluation inside `Trainer.evaluate`;
+- `GlobalBatchContrastiveLoss`, `cross_entropy_rows`, `multi_positive_targets`: a contrastive loss over the global
+  batch for any row loss, with index or soft (multi-positive, smoothed) targets;
+- `all_gather_with_grad`: the differentiable gather it rests on;
+- `ImageTextCollator`, `ImageLabelCollator`: batches with robust decoding; `plot_training_curves`.
+
+The recipes: DiHT (arXiv 2301.02280) in `trainers.diht`, re-exported here.
 """
 
-from .arguments import ContrastiveTrainingArguments, DiHTTrainingArguments
-from .callbacks import DeltaBallProjectionCallback, LogitScaleClampCallback
-from .collators import ImageTextCollator, concept_targets, diht_train_transform
+from .arguments import ContrastiveTrainingArguments
+from .clamp import ParameterClampCallback, declared_clamps
+from .collators import BatchAddOn, ImageLabelCollator, ImageTextCollator
+from .contrastive_loss import GlobalBatchContrastiveLoss, cross_entropy_rows, multi_positive_targets
+from .diht import (
+    ConceptTargets,
+    DeltaBallProjectionCallback,
+    DiHTTrainer,
+    DiHTTrainingArguments,
+    FewShotCandidate,
+    FewShotResult,
+    HNNCELoss,
+    LoraSettings,
+    concept_distillation_loss,
+    concept_targets,
+    diht_collator,
+    diht_train_transform,
+    few_shot_learning_rate,
+    few_shot_search,
+    merge_lora,
+    sample_shots,
+    with_lora,
+)
 from .distributed import all_gather_with_grad, is_distributed, rank_and_world_size
-from .losses import HNNCELoss, concept_distillation_loss
 from .plotting import plot_training_curves
-from .trainer import ContrastiveTrainer, DiHTTrainer
+from .sampling import BatchSamplerFactory, EmbeddingTap, TrainBatchSampler, load_sampler_state, save_sampler_state
+from .trainer import ContrastiveTrainer
 
 __all__ = [
+    "BatchAddOn",
+    "BatchSamplerFactory",
+    "ConceptTargets",
     "ContrastiveTrainer",
     "ContrastiveTrainingArguments",
     "DeltaBallProjectionCallback",
     "DiHTTrainer",
     "DiHTTrainingArguments",
+    "EmbeddingTap",
+    "FewShotCandidate",
+    "FewShotResult",
+    "GlobalBatchContrastiveLoss",
     "HNNCELoss",
+    "ImageLabelCollator",
     "ImageTextCollator",
-    "LogitScaleClampCallback",
+    "LoraSettings",
+    "ParameterClampCallback",
+    "TrainBatchSampler",
     "all_gather_with_grad",
     "concept_distillation_loss",
     "concept_targets",
+    "cross_entropy_rows",
+    "declared_clamps",
+    "diht_collator",
     "diht_train_transform",
+    "few_shot_learning_rate",
+    "few_shot_search",
     "is_distributed",
+    "load_sampler_state",
+    "merge_lora",
+    "multi_positive_targets",
     "plot_training_curves",
     "rank_and_world_size",
+    "sample_shots",
+    "save_sampler_state",
+    "with_lora",
 ]

@@ -1,6 +1,6 @@
 """Recall@k of ranked retrieval results with one or several relevant items per query, as an `evaluate` module.
 
-The retrieval metric of CLIP-style evaluation (DiHT, https://arxiv.org/abs/2301.02280, PAPERS.md §1.6): a query
+The retrieval metric of CLIP-style evaluation (DiHT, https://arxiv.org/abs/2301.02280): a query
 counts as a hit at k when any of its relevant items is among its first k results. Image→text queries on COCO have
 five relevant captions; text→image queries have one relevant image.
 """

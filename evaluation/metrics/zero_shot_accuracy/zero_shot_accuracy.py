@@ -1,7 +1,7 @@
 """Top-k accuracy of ranked class predictions, as an `evaluate` metric module.
 
 The zero-shot classification metric of CLIP (https://arxiv.org/abs/2103.00020) and DiHT
-(https://arxiv.org/abs/2301.02280, PAPERS.md §1.6): an image counts as correct at k when its true class is among the
+(https://arxiv.org/abs/2301.02280): an image counts as correct at k when its true class is among the
 k classes with the highest logits.
 """
 

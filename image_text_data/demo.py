@@ -1,0 +1,251 @@
+"""The built-in demo: an image-text dataset that builds itself, a concept teacher, a tokenizer and a checkpoint.
+
+Rendered shapes in colours with captions that describe them, so that a recipe runs offline, on CPU, in minutes, and
+its zero-shot accuracy can be read against a known chance level. The commands in `examples/` use it when no data
+is given. Like web data, the pool mixes good pairs with the kinds the CAT filter (DiHT, arXiv 2301.02280, §3.1) is
+meant to remove:
+
+- `clean`: a compositional caption with an object, its attribute and an action ("a red circle rolls across the
+  floor");
+- `low_complexity`: a caption with no attribute attached to any object ("circle", "a picture");
+- `no_action`: an object and attribute but no verb ("a red circle on a grey background");
+- `text`: a clean caption, but the image shows the caption's words written on it (text spotting removes it).
+
+The `kind` column records which, so a run can report what the filter removed against the truth. Every image also
+carries its teacher concepts' ground truth in `label`: concepts are the colours and shapes (`CONCEPTS`).
+
+Also here: `train_demo_teacher` (a small frozen concept teacher for DiHT's concept distillation, arXiv 2301.02280
+§3.2, trained in seconds because none can be downloaded), `build_word_tokenizer` (a word-level tokenizer over the
+demo captions) and `ensure_demo_checkpoint` (the demo's pretraining run, when its checkpoint is missing).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from datasets import Dataset, Features, Image, Value
+from PIL import Image as PILImage
+from PIL import ImageDraw, ImageFont
+from torch import nn
+from transformers import PreTrainedTokenizerFast
+
+__all__ = ["CLASS_PROMPT", "CLASS_TEMPLATE", "CONCEPTS", "DEMO_CHECKPOINT", "KINDS", "build_scenes",
+           "build_word_tokenizer", "class_names", "concept_ids", "ensure_demo_checkpoint", "render",
+           "train_demo_teacher"]
+
+COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (235, 210, 40),
+          "purple": (140, 50, 170)}
+SHAPES = ("circle", "square", "triangle", "star")
+# Object and attribute concepts, the vocabulary of the demo's concept teacher (colours, then shapes).
+CONCEPTS = (*COLORS, *SHAPES)
+# Actions of the clean captions: ones that both CAT parsers (spaCy's en_core_web_sm and the offline fallback) read
+# as a verb with a subject in every template (spaCy's small model reads some bare verbs, "glides", "floats", as
+# nouns; benchmarks/bench_caption_parsers.py measures the two parsers' agreement on captions beyond these).
+ACTIONS = ("sits in a corner", "stands on the floor", "hangs in the air", "turns slowly", "falls off the table",
+           "rises into the air", "shines in the sun", "jumps over a box", "is rolling across the floor",
+           "is moving to the left", "is spinning slowly", "is falling off a shelf", "is bouncing on the floor",
+           "is floating in the air", "rolling across the floor", "moving to the left")
+CLEAN_TEMPLATES = ("a {color} {shape} {action}", "the {color} {shape} {action}", "a small {color} {shape} {action}",
+                   "a bright {color} {shape} {action}")
+NO_ACTION_TEMPLATES = ("a {color} {shape} on a grey background", "{color} {shape}", "a photo of a {color} {shape}")
+LOW_COMPLEXITY_CAPTIONS = ("{shape}", "a picture", "image", "{shape} photo", "a thing", "untitled")
+CLASS_PROMPT = "a photo of a {color} {shape}"
+CLASS_TEMPLATE = CLASS_PROMPT.replace("{color} {shape}", "{}")  # "a photo of a {}", for a class name "red circle"
+KINDS = ("clean", "low_complexity", "no_action", "text")
+
+
+def class_names() -> list[str]:
+    """The zero-shot classes: every colour-shape combination, in a fixed order."""
+    return [f"{color} {shape}" for color in COLORS for shape in SHAPES]
+
+
+def concept_ids(label: int) -> list[int]:
+    """The true concepts of a class: its colour and its shape, as indices into `CONCEPTS`."""
+    color, shape = class_names()[label].split()
+    return [CONCEPTS.index(color), CONCEPTS.index(shape)]
+
+
+def render(color: str, shape: str, size: int, rng: random.Random, text: str | None = None) -> PILImage.Image:
+    """Draw one shape of one colour at a random place and scale on a noisy grey background; optionally write
+    `text` over it in large white letters, one word per line."""
+    background = tuple(rng.randint(90, 160) for _ in range(3))
+    image = PILImage.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    extent = rng.uniform(0.45, 0.8) * size
+    x0, y0 = rng.uniform(0, size - extent), rng.uniform(0, size - extent)
+    x1, y1 = x0 + extent, y0 + extent
+    fill = tuple(min(255, max(0, c + rng.randint(-25, 25))) for c in COLORS[color])
+    if shape == "circle":
+        draw.ellipse((x0, y0, x1, y1), fill=fill)
+    elif shape == "square":
+        draw.rectangle((x0, y0, x1, y1), fill=fill)
+    elif shape == "triangle":
+        draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=fill)
+    else:  # star: five points, inner radius 0.4 of the outer
+        cx, cy, outer = (x0 + x1) / 2, (y0 + y1) / 2, extent / 2
+        points = [(cx + r * math.sin(k * math.pi / 5), cy - r * math.cos(k * math.pi / 5))
+                  for k, r in zip(range(10), [outer, 0.4 * outer] * 5)]
+        draw.polygon(points, fill=fill)
+    if text:
+        words = text.split()[:3]
+        font = ImageFont.load_default(size=max(8, size // (len(words) + 1)))
+        for line, word in enumerate(words):
+            draw.text((2, 2 + line * size / len(words)), word, fill=(255, 255, 255), font=font, stroke_width=1,
+                      stroke_fill=(0, 0, 0))
+    return image
+
+
+def _caption(kind: str, color: str, shape: str, rng: random.Random) -> str:
+    if kind == "low_complexity":
+        return rng.choice(LOW_COMPLEXITY_CAPTIONS).format(shape=shape)
+    if kind == "no_action":
+        return rng.choice(NO_ACTION_TEMPLATES).format(color=color, shape=shape)
+    return rng.choice(CLEAN_TEMPLATES).format(color=color, shape=shape, action=rng.choice(ACTIONS))
+
+
+def build_scenes(
+    num_samples: int,
+    *,
+    image_size: int = 32,
+    seed: int = 0,
+    low_complexity_share: float = 0.0,
+    no_action_share: float = 0.0,
+    text_share: float = 0.0,
+) -> Dataset:
+    """Build `num_samples` image-caption pairs; by default all clean.
+
+    Args:
+        num_samples: number of rows.
+        image_size: side of the square images in pixels.
+        seed: the dataset is a pure function of its arguments.
+        low_complexity_share, no_action_share, text_share: expected shares of rows of each noisy kind.
+
+    Returns:
+        A `datasets.Dataset` with columns `image` (PIL), `caption` (str), `label` (int, index into
+        `class_names()`) and `kind` (one of `KINDS`).
+    """
+    rng = random.Random(seed)
+    names = class_names()
+    shares = {"low_complexity": low_complexity_share, "no_action": no_action_share, "text": text_share}
+    rows = {"image": [], "caption": [], "label": [], "kind": []}
+    for _ in range(num_samples):
+        label = rng.randrange(len(names))
+        color, shape = names[label].split()
+        draw, kind = rng.random(), "clean"
+        for name, share in shares.items():
+            if draw < share:
+                kind = name
+                break
+            draw -= share
+        caption = _caption(kind, color, shape, rng)
+        written = f"{color} {shape}" if kind == "text" else None
+        rows["image"].append(render(color, shape, image_size, rng, text=written))
+        rows["caption"].append(caption)
+        rows["label"].append(label)
+        rows["kind"].append(kind)
+    features = Features({"image": Image(), "caption": Value("string"), "label": Value("int64"),
+                         "kind": Value("string")})
+    return Dataset.from_dict(rows, features=features)
+
+
+# ---- the concept teacher -------------------------------------------------------------------------------------------
+
+# CLIP's normalisation, so teacher and student see the same pixel statistics.
+_CLIP_MEAN, _CLIP_STD = (0.48145466, 0.4578275, 0.40821073), (0.26862954, 0.26130258, 0.27577711)
+
+
+def train_demo_teacher(image_size: int, *, num_images: int = 1500, steps: int = 250, batch_size: int = 64,
+                       seed: int = 0) -> nn.Module:
+    """Train timm's `test_efficientnet` as a multi-label colour/shape classifier and return it frozen.
+
+    DiHT's concept distillation (arXiv 2301.02280, §3.2) labels every training image offline with the concepts a
+    strong, frozen image model predicts. No such model can be downloaded here, so the demo trains a stand-in on
+    scenes of its own (not the pre-training pool); its `pretrained_cfg` records the input size, normalisation and
+    `label_names` (the concept vocabulary `CONCEPTS`), which is what a teacher from the Hub carries, so
+    `curation.label_concepts` treats it as any timm teacher.
+    """
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    torch.manual_seed(seed)
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=len(CONCEPTS))
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, image_size, image_size), "mean": _CLIP_MEAN,
+                            "std": _CLIP_STD, "crop_pct": 1.0, "interpolation": "bicubic",
+                            "label_names": list(CONCEPTS)}
+    transform = create_transform(**resolve_data_config({}, model=model))
+    scenes = build_scenes(num_images, image_size=image_size, seed=seed + 1000)
+    pixels = torch.stack([transform(image) for image in scenes["image"]])  # (N, 3, S, S)
+    targets = torch.zeros(len(scenes), len(CONCEPTS))  # (N, K) multi-hot colour + shape
+    for row, label in enumerate(scenes["label"]):
+        targets[row, concept_ids(label)] = 1.0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(len(scenes), (batch_size,), generator=generator)
+        loss = nn.functional.binary_cross_entropy_with_logits(model(pixels[index]), targets[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval().requires_grad_(False)
+
+
+# ---- the tokenizer ---------------------------------------------------------------------------------------------------
+
+SOT, EOT, PAD, UNK = "<|startoftext|>", "<|endoftext|>", "<pad>", "<unk>"
+
+
+def build_word_tokenizer(texts: list[str], max_length: int = 16) -> PreTrainedTokenizerFast:
+    """A word-level tokenizer over `texts`, with CLIP's start/end tokens and padding id 0, built offline.
+
+    Example:
+        >>> tokenizer = build_word_tokenizer(["a red circle", "a blue square"])
+        >>> tokenizer("a red square")["input_ids"]  # <|startoftext|> a red square <|endoftext|>
+        [2, 4, 7, 8, 3]
+    """
+    from tokenizers import Tokenizer, models, pre_tokenizers, processors
+
+    words = sorted({word for text in texts for word in text.lower().split()})
+    vocab = {token: i for i, token in enumerate([PAD, UNK, SOT, EOT, *words])}
+    backend = Tokenizer(models.WordLevel(vocab=vocab, unk_token=UNK))
+    backend.pre_tokenizer = pre_tokenizers.Whitespace()
+    backend.post_processor = processors.TemplateProcessing(
+        single=f"{SOT} $A {EOT}", special_tokens=[(SOT, vocab[SOT]), (EOT, vocab[EOT])]
+    )
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token=SOT, eos_token=EOT, pad_token=PAD, unk_token=UNK,
+        model_max_length=max_length, do_lower_case=True,
+    )
+
+
+# ---- the demo checkpoint ---------------------------------------------------------------------------------------------
+
+DEMO_CHECKPOINT = "outputs/pretrain/model"  # where `examples/pretrain.py` with no arguments leaves its model
+
+
+def ensure_demo_checkpoint(path: str, pretrain_script: str | Path) -> None:
+    """Run the pretraining demo when `path` is its default checkpoint and is missing.
+
+    The no-argument path of the commands that start from a trained model (`examples/zero_shot.py`,
+    `examples/few_shot.py`): they pass their sibling `pretrain.py`, which runs in a child process with its own
+    arguments. A path the user gave is never trained.
+
+    Raises:
+        FileNotFoundError: the checkpoint is missing and the script does not exist.
+        RuntimeError: the demo run failed.
+    """
+    if path != DEMO_CHECKPOINT or Path(path).exists():
+        return
+    script = Path(pretrain_script)
+    if not script.is_file():
+        raise FileNotFoundError(f"{path} not found, and no pretraining script at {script} to make it; run "
+                                "examples/pretrain.py first")
+    print(f"{path} not found: running the pretraining demo first ({script}, a few minutes on CPU)")
+    done = subprocess.run([sys.executable, str(script), "--output_dir", str(Path(path).parent)])
+    if done.returncode != 0:
+        raise RuntimeError(f"the pretraining demo ({script}) failed with exit code {done.returncode}")
