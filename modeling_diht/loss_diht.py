@@ -23,6 +23,13 @@ to HN-NCE. Gradient of one row s with positive i (D the denominator, p_pos = alp
 a = softmax_{j!=i}((1+beta) s), c = softmax_{j!=i}(beta s)):
 
     dL/ds_i = -p_neg,    dL/ds_j = p_neg ((1+beta) a_j - beta c_j)    (weights detached: p_neg a_j).
+
+A batch of one pair has no negatives: the sum over j != i is empty (0), whatever its weights, so the denominator is
+alpha e^{S_ii} and L = -log(1 / alpha) = log(alpha) in each direction, a constant with zero gradient: 0 at alpha=1,
+where it equals CLIP's loss of a 1 x 1 logit matrix (cross-entropy of a single class). At alpha=0 the denominator is
+0 and the loss is undefined, the one case that raises.
+
+`concept_distillation_loss` is the multi-label loss of the concept heads (arXiv 2301.02280, Sec. 3.2).
 """
 
 import math
@@ -30,7 +37,7 @@ from typing import Optional, Union
 
 import torch
 
-__all__ = ["hn_nce_loss", "hn_nce_per_row"]
+__all__ = ["concept_distillation_loss", "hn_nce_loss", "hn_nce_per_row"]
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -41,6 +48,19 @@ def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
 def _check_weights(alpha: float, beta: float) -> None:
     if alpha < 0 or beta < 0:
         raise ValueError(f"HN-NCE needs alpha >= 0 and beta >= 0, got alpha={alpha}, beta={beta}.")
+
+
+def _check_one_candidate(alpha: float, what: str) -> None:
+    if alpha == 0:
+        raise ValueError(f"HN-NCE with alpha=0 is undefined for {what}: with no negative, the denominator "
+                         "alpha e^S_ii + (empty sum) is 0. Use B >= 2 pairs or alpha > 0 (the loss is then "
+                         "log(alpha)).")
+
+
+def _no_negative_loss(positive: torch.Tensor, alpha: float) -> torch.Tensor:
+    """log(alpha) per anchor, with a zero gradient that still reaches the inputs (every parameter stays in the graph,
+    as data-parallel training expects)."""
+    return positive * 0 + math.log(alpha)
 
 
 def _relative_lse(negatives: torch.Tensor, factor: float, row_max: torch.Tensor) -> torch.Tensor:
@@ -86,7 +106,8 @@ def hn_nce_per_row(
     `hn_nce_per_row(S, arange(B))` and `hn_nce_per_row(S.T, arange(B))`).
 
     Args:
-        logits: `(b, B)` scaled similarities, B >= 2. Half-precision logits are computed in float32.
+        logits: `(b, B)` scaled similarities. With B = 1 (no negative) each row's loss is log(alpha), and alpha=0
+            raises. Half-precision logits are computed in float32.
         positive_index: `(b,)` integer column of each row's positive.
         alpha: weight of the positive in the denominator (0 = decoupled contrastive loss).
         beta: hardness of the negative weighting (0 = uniform weights, i.e. InfoNCE when alpha = 1).
@@ -104,8 +125,8 @@ def hn_nce_per_row(
         >>> hn_nce_per_row(logits, torch.tensor([4, 5, 6]), alpha=1.0, beta=0.5).shape
         torch.Size([3])
     """
-    if logits.dim() != 2 or logits.shape[1] < 2:
-        raise ValueError(f"logits must be (b, B) with B >= 2 columns, got shape {tuple(logits.shape)}.")
+    if logits.dim() != 2 or logits.shape[1] < 1:
+        raise ValueError(f"logits must be (b, B) with B >= 1 columns, got shape {tuple(logits.shape)}.")
     if positive_index.shape != logits.shape[:1]:
         raise ValueError(
             f"positive_index must be ({logits.shape[0]},) for logits {tuple(logits.shape)}, "
@@ -115,6 +136,9 @@ def hn_nce_per_row(
     x = logits.to(_compute_dtype(logits.dtype))
     index = positive_index.to(device=x.device, dtype=torch.long).view(-1, 1)  # (b, 1)
     positive = x.gather(1, index).squeeze(1)  # (b,)
+    if logits.shape[1] == 1:  # no negatives: L = log(alpha), see the module docstring
+        _check_one_candidate(alpha, "a single candidate column")
+        return _no_negative_loss(positive, alpha).to(logits.dtype)
     negatives = x.scatter(1, index, float("-inf"))  # (b, B), the positive masked out of every LSE
     with torch.no_grad():
         row_max = negatives.amax(1, keepdim=True)  # (b, 1) shift of the LSEs, a constant for autograd
@@ -287,7 +311,8 @@ def hn_nce_loss(
     to O(B * chunk_size) with the same value and gradients, and is also faster on CPU (cache-sized blocks).
 
     Args:
-        image_embeds: `(B, D)` L2-normalised image embeddings; row i pairs with row i of `text_embeds`.
+        image_embeds: `(B, D)` L2-normalised image embeddings; row i pairs with row i of `text_embeds`. A batch of
+            one pair gives log(alpha) (0 at alpha=1, as CLIP's loss), with zero gradient; alpha=0 then raises.
         text_embeds: `(B, D)` L2-normalised text embeddings.
         logit_scale: the multiplier 1/tau, already exponentiated: a float or a one-element tensor (gradients flow
             into it).
@@ -322,8 +347,8 @@ def hn_nce_loss(
             f"{tuple(image_embeds.shape)} and {tuple(text_embeds.shape)}."
         )
     n = image_embeds.shape[0]
-    if n < 2:
-        raise ValueError(f"HN-NCE needs a batch of B >= 2 pairs (each anchor needs a negative), got B={n}.")
+    if n < 1:
+        raise ValueError("HN-NCE needs a batch of at least one pair, got an empty batch.")
     _check_weights(alpha, beta)
     dtype = _compute_dtype(image_embeds.dtype)
     if not torch.is_tensor(logit_scale):
@@ -332,6 +357,10 @@ def hn_nce_loss(
         raise ValueError(f"logit_scale must be a float or a one-element tensor, got shape {tuple(logit_scale.shape)}.")
     if chunk_size is not None and chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive number of rows or None, got {chunk_size}.")
+    if n == 1:  # one pair, no negatives: log(alpha) in both directions (module docstring)
+        _check_one_candidate(alpha, "a batch of one pair")
+        positive = logit_scale.reshape(()).to(dtype) * (image_embeds.to(dtype) * text_embeds.to(dtype)).sum()
+        return _no_negative_loss(positive, alpha).to(image_embeds.dtype)
 
     with torch.autocast(image_embeds.device.type, enabled=False):  # under AMP too, the logits stay float32
         # Dense is the same computation in a single block of B rows: the B x B logits exist once, and the fused
@@ -340,3 +369,28 @@ def hn_nce_loss(
             image_embeds, text_embeds, logit_scale, float(alpha), float(beta), detach_weights, int(chunk_size or n)
         )
     return loss.to(image_embeds.dtype)
+
+
+def concept_distillation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    """Multi-label loss of a concept head against a frozen teacher's per-image concept targets.
+
+    DiHT (arXiv 2301.02280, Sec. 3.2) trains linear heads on the image tower to predict the concepts a strong
+    teacher assigns to each image, with a multi-label loss; the paper does not say which. This is the binary
+    cross-entropy with logits of every concept, averaged over concepts and images; `targets` are 1 at the teacher's
+    concepts (hard) or its probabilities there (soft), 0 elsewhere.
+
+    Args:
+        logits: `(B, K)` concept-head logits.
+        targets: `(B, K)` targets in [0, 1] (any dtype; booleans and integers are read as 0/1).
+
+    Returns:
+        Scalar loss, in float32 for half-precision logits.
+
+    Example:
+        >>> concept_distillation_loss(torch.zeros(2, 3), torch.tensor([[1.0, 0, 0], [0, 1.0, 1.0]]))
+        tensor(0.6931)
+    """
+    if logits.shape != targets.shape:
+        raise ValueError(f"concept logits {tuple(logits.shape)} and targets {tuple(targets.shape)} differ in shape.")
+    x = logits.float()
+    return torch.nn.functional.binary_cross_entropy_with_logits(x, targets.to(device=x.device, dtype=x.dtype))

@@ -9,35 +9,61 @@ file reuses transformers' CLIP modules and only adds what DiHT changes: the HN-N
 are those of `transformers.CLIPModel`, so a CLIP checkpoint warm-starts a DiHT model key for key.
 
 `DiHTForImageClassification` is the paper's few-shot model: the image tower of a dual encoder with a classifier that
-starts as the zero-shot classifier of the class prompts and learns residuals inside small balls (PAPERS.md §1.5).
+starts as the zero-shot classifier of the class prompts and learns residuals inside small balls (arXiv 2301.02280,
+few-shot adaptation with prompt initialisation).
+
+The towers on their own (`DiHTTextModel`, `DiHTVisionModel` and the `...WithProjection` variants) are transformers'
+CLIP towers under DiHT's configurations, so `AutoModel.from_config(config.vision_config)` builds DiHT's image encoder
+(e.g. inside a vision-language model) and CLIP tower checkpoints load into them.
 
 The model computes the loss of its local batch only; gathering across processes lives in the trainer.
 This file imports only torch, transformers' public API and its siblings, so it travels with a checkpoint as
 remote code.
 """
 
-from __future__ import annotations
-
+import math
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import torch
 from torch import nn
-from transformers import CLIPModel, CLIPPreTrainedModel, CLIPVisionModel
+from transformers import (
+    CLIPModel,
+    CLIPPreTrainedModel,
+    CLIPTextModel,
+    CLIPTextModelWithProjection,
+    CLIPVisionModel,
+    CLIPVisionModelWithProjection,
+)
 from transformers import initialization as init
 from transformers.modeling_outputs import BaseModelOutputWithPooling, ImageClassifierOutput
 from transformers.models.clip.modeling_clip import CLIPOutput
+from transformers.processing_utils import Unpack
+from transformers.utils import TransformersKwargs, logging
 
-from .configuration_diht import DiHTConfig
-from .loss_diht import hn_nce_loss
+from .configuration_diht import DiHTConfig, DiHTTextConfig, DiHTVisionConfig
+from .loss_diht import concept_distillation_loss, hn_nce_loss
+
+logger = logging.get_logger(__name__)
+
+
+# The `auto_map` of a saved dual-encoder folder, for `trust_remote_code=True`: the one source that `save_pretrained`,
+# the package's registration and the Hub upload (hub_cards) read.
+AUTO_MAP = {
+    "AutoConfig": "configuration_diht.DiHTConfig",
+    "AutoModel": "modeling_diht.DiHTModel",
+    "AutoModelForZeroShotImageClassification": "modeling_diht.DiHTModel",
+}
 
 
 @dataclass
 class DiHTOutput(CLIPOutput):
-    r"""Output of [`DiHTModel`]: CLIP's fields, plus the concept-head logits.
+    r"""Output of [`DiHTModel`]: CLIP's fields, plus the concept-head logits and the named loss terms.
 
     Args:
         loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
-            HN-NCE loss of the local batch (mean of the image→text and text→image terms).
+            the training loss of the local batch: `contrastive_loss + config.concept_loss_weight * concept_loss`
+            (the second term when `concept_targets` are given).
         logits_per_image (`torch.FloatTensor` of shape `(image_batch_size, text_batch_size)`):
             `logit_scale.exp()` times the cosine similarity of every image with every text.
         logits_per_text (`torch.FloatTensor` of shape `(text_batch_size, image_batch_size)`):
@@ -54,10 +80,17 @@ class DiHTOutput(CLIPOutput):
             than from the parameter: under DeepSpeed ZeRO-3 the parameter is only whole inside `forward`.
         text_model_output, vision_model_output (`BaseModelOutputWithPooling`):
             the towers' outputs, `pooler_output` before projection.
+        contrastive_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `return_loss=True`):
+            HN-NCE loss of the local batch (mean of the image→text and text→image terms).
+        concept_loss (`torch.FloatTensor` of shape `()`, *optional*, returned when `concept_targets` are given):
+            the concept-distillation term: for every head with targets, the binary cross-entropy with logits
+            averaged over its concepts and images; summed over those heads.
     """
 
     concept_logits: dict[str, torch.FloatTensor] | None = None
     logit_scale: torch.FloatTensor | None = None
+    contrastive_loss: torch.FloatTensor | None = None
+    concept_loss: torch.FloatTensor | None = None
 
 
 class DiHTModel(CLIPModel):
@@ -94,21 +127,29 @@ class DiHTModel(CLIPModel):
     def __init__(self, config: DiHTConfig):
         super().__init__(config)
         # One multi-label head per concept vocabulary, on the pooled (post-LayerNorm CLS) image-tower output.
-        # PAPERS.md §1.4: the paper trains linear heads on the image tower; where exactly is not published.
+        # The paper (arXiv 2301.02280, Sec. 3.2) trains linear heads on the image tower; where exactly is not published.
         self.concept_heads = nn.ModuleDict(
             {name: nn.Linear(self.vision_embed_dim, size) for name, size in config.concept_heads.items()}
         )
         self.post_init()
 
+    def clamped_parameters(self) -> dict[str, tuple[float, float]]:
+        """Parameters a trainer must clamp after every optimizer step, as `{name in named_parameters(): (min, max)}`.
+
+        `logit_scale` is the log of the inverse temperature; CLIP (Radford et al., arXiv 2103.00020, Sec. 2.5) clips
+        the temperature so that the logits are scaled by at most 100, i.e. `logit_scale` stays in [0, ln 100].
+
+        Returns:
+            `{"logit_scale": (0.0, math.log(100.0))}`.
+        """
+        return {"logit_scale": (0.0, math.log(100.0))}
+
     def save_pretrained(self, save_directory, *args, **kwargs):
-        """`PreTrainedModel.save_pretrained`; with remote code on, the `auto_map` also names this class for the
-        zero-shot pipeline's Auto class, so `pipeline(..., trust_remote_code=True)` loads the folder."""
+        """`PreTrainedModel.save_pretrained`; with remote code on, the `auto_map` is `AUTO_MAP`, which also names
+        this class for the zero-shot pipeline's Auto class, so `pipeline(..., trust_remote_code=True)` loads the
+        folder."""
         if self._auto_class is not None:
-            module = type(self).__module__.rsplit(".", 1)[-1]
-            self.config.auto_map = {
-                **(getattr(self.config, "auto_map", None) or {}),
-                "AutoModelForZeroShotImageClassification": f"{module}.{type(self).__name__}",
-            }
+            self.config.auto_map = {**(getattr(self.config, "auto_map", None) or {}), **AUTO_MAP}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
     @torch.no_grad()
@@ -132,7 +173,8 @@ class DiHTModel(CLIPModel):
         return_loss: bool | None = None,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
-        **kwargs,
+        concept_targets: dict[str, torch.Tensor] | torch.Tensor | None = None,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> DiHTOutput | tuple:
         r"""Encode a batch of images and texts and score every image against every text.
 
@@ -142,10 +184,19 @@ class DiHTModel(CLIPModel):
             pixel_values (`torch.FloatTensor` of shape `(image_batch_size, 3, image_size, image_size)`).
             attention_mask (`torch.Tensor` of shape `(text_batch_size, sequence_length)`, *optional*).
             position_ids (`torch.LongTensor`, *optional*).
-            return_loss (`bool`, *optional*): compute the HN-NCE loss of this batch, pairing image i with text i,
-                with `config.hn_nce_alpha` and `config.hn_nce_beta`.
+            return_loss (`bool`, *optional*): compute the training loss of this batch, pairing image i with text i:
+                HN-NCE with `config.hn_nce_alpha` and `config.hn_nce_beta` (a batch of one pair gives
+                log(alpha), 0 by default, as CLIP's loss does), plus `config.concept_loss_weight` times the
+                concept-distillation loss when `concept_targets` are given. Concept heads that get no targets are
+                kept in the graph with a zero term (data-parallel training needs a gradient for every parameter)
+                and a warning says they are not trained.
             interpolate_pos_encoding (`bool`): interpolate the image position embeddings for other resolutions.
             return_dict (`bool`, *optional*): return a tuple instead of a [`DiHTOutput`] when `False`.
+            concept_targets (`dict[str, torch.Tensor]` or `torch.Tensor`, *optional*): the teacher's concepts of
+                each image for the concept heads, `(image_batch_size, num_concepts)` in [0, 1] (hard or soft), keyed
+                by head name; a tensor alone is for a model with exactly one head. Their loss (`concept_loss` in
+                the output) is computed whenever targets are given.
+            **kwargs: passed to both towers (`output_attentions`, `output_hidden_states`).
 
         Returns:
             [`DiHTOutput`].
@@ -167,15 +218,31 @@ class DiHTModel(CLIPModel):
 
         concept_logits = {name: head(image_pooled) for name, head in self.concept_heads.items()} or None
 
-        loss = None
+        targets = self._concept_targets_by_head(concept_targets)
+        concept_loss = None
+        if targets:  # the same loss as the trainers' concept distillation, arXiv 2301.02280 Sec. 3.2
+            concept_loss = sum(concept_distillation_loss(concept_logits[name], target)
+                               for name, target in targets.items())
+
+        loss = contrastive_loss = None
         if return_loss:
-            loss = hn_nce_loss(
+            contrastive_loss = hn_nce_loss(
                 image_embeds,
                 text_embeds,
                 logit_scale,
                 alpha=self.config.hn_nce_alpha,
                 beta=self.config.hn_nce_beta,
             )
+            loss = contrastive_loss
+            if concept_loss is not None:
+                loss = loss + self.config.concept_loss_weight * concept_loss
+            idle = [name for name in self.concept_heads if name not in targets]
+            if idle:
+                logger.warning_once(
+                    f"DiHTModel: concept heads {idle} get no `concept_targets`, so return_loss=True does not train "
+                    "them (they stay in the graph with a zero term)."
+                )
+                loss = loss + sum(0.0 * concept_logits[name].sum() for name in idle)
 
         output = DiHTOutput(
             loss=loss,
@@ -187,9 +254,86 @@ class DiHTModel(CLIPModel):
             vision_model_output=vision_outputs,
             concept_logits=concept_logits,
             logit_scale=logit_scale,
+            contrastive_loss=contrastive_loss,
+            concept_loss=concept_loss,
         )
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()
+
+    def _concept_targets_by_head(
+        self, concept_targets: dict[str, torch.Tensor] | torch.Tensor | None
+    ) -> dict[str, torch.Tensor]:
+        """`concept_targets` as `{head name: targets}`, checked against the model's heads."""
+        if concept_targets is None:
+            return {}
+        heads = sorted(self.concept_heads)
+        if not heads:
+            raise ValueError("concept_targets were given, but this DiHTModel has no concept heads "
+                             "(set `concept_head_sizes` in its config).")
+        if isinstance(concept_targets, Mapping):
+            unknown = sorted(set(concept_targets) - set(heads))
+            if unknown:
+                raise ValueError(f"concept_targets for unknown heads {unknown}; the model's heads are {heads}.")
+            return {name: target for name, target in concept_targets.items() if target is not None}
+        if len(heads) != 1:
+            raise ValueError(f"a concept_targets tensor is ambiguous for a model with the heads {heads}: pass a dict "
+                             "{head name: targets}.")
+        return {heads[0]: concept_targets}
+
+
+class DiHTTextModel(CLIPTextModel):
+    r"""DiHT's text tower alone (a causal transformer pooled at the end-of-text token), without projection.
+
+    transformers' [`~transformers.CLIPTextModel`] under a [`DiHTTextConfig`], so that the Auto classes build it from
+    DiHT's `text_config`. Parameter names are CLIP's; `base_model_prefix = "text_model"` lets it load the text tower
+    of a DiHT or CLIP dual-encoder checkpoint (`text_model.*`) as well as a tower checkpoint of either.
+    """
+
+    config_class = DiHTTextConfig
+    config: DiHTTextConfig
+    base_model_prefix = "text_model"
+    # A dual-encoder checkpoint also holds the image tower, the projections and the concept heads.
+    _keys_to_ignore_on_load_unexpected = [r"^vision_model\.", r"^(text|visual)_projection\.", r"^logit_scale$",
+                                          r"^concept_heads\."]
+
+
+class DiHTTextModelWithProjection(CLIPTextModelWithProjection):
+    r"""DiHT's text tower and its projection into the joint space ([`~transformers.CLIPTextModelWithProjection`]
+    under a [`DiHTTextConfig`]; `text_embeds` are projected, not normalised). Loads the `text_model.*` and
+    `text_projection` weights of a DiHT or CLIP dual-encoder checkpoint."""
+
+    config_class = DiHTTextConfig
+    config: DiHTTextConfig
+    _keys_to_ignore_on_load_unexpected = [r"^vision_model\.", r"^visual_projection\.", r"^logit_scale$",
+                                          r"^concept_heads\."]
+
+
+class DiHTVisionModel(CLIPVisionModel):
+    r"""DiHT's image tower alone (a pre-LayerNorm ViT pooled at the class token, `ln_post` applied), without
+    projection.
+
+    transformers' [`~transformers.CLIPVisionModel`] under a [`DiHTVisionConfig`]: `AutoModel.from_config(
+    diht_config.vision_config)` builds it, e.g. as the vision encoder of a vision-language model. Parameter names are
+    CLIP's; `base_model_prefix = "vision_model"` lets it load the image tower of a DiHT or CLIP dual-encoder
+    checkpoint (`vision_model.*`) as well as a tower checkpoint of either.
+    """
+
+    config_class = DiHTVisionConfig
+    config: DiHTVisionConfig
+    base_model_prefix = "vision_model"
+    _keys_to_ignore_on_load_unexpected = [r"^text_model\.", r"^(text|visual)_projection\.", r"^logit_scale$",
+                                          r"^concept_heads\."]
+
+
+class DiHTVisionModelWithProjection(CLIPVisionModelWithProjection):
+    r"""DiHT's image tower and its projection into the joint space ([`~transformers.CLIPVisionModelWithProjection`]
+    under a [`DiHTVisionConfig`]; `image_embeds` are projected, not normalised). Loads the `vision_model.*` and
+    `visual_projection` weights of a DiHT or CLIP dual-encoder checkpoint."""
+
+    config_class = DiHTVisionConfig
+    config: DiHTVisionConfig
+    _keys_to_ignore_on_load_unexpected = [r"^text_model\.", r"^text_projection\.", r"^logit_scale$",
+                                          r"^concept_heads\."]
 
 
 @torch.no_grad()
@@ -208,7 +352,7 @@ def project_onto_ball_(tensor: torch.Tensor, radius: float) -> torch.Tensor:
 class DiHTPromptInitialisedHead(nn.Module):
     r"""Linear classifier `x (W₀ + W)ᵀ + b` on unit-norm image embeddings, W₀ fixed, W and b learned residuals.
 
-    DiHT's few-shot adaptation (arXiv 2301.02280, §few-shot; PAPERS.md §1.5) starts from the zero-shot classifier W₀
+    DiHT's few-shot adaptation (arXiv 2301.02280, few-shot linear probing) starts from the zero-shot classifier W₀
     (class prompt embeddings) and learns only residuals kept inside balls, ‖W‖ ≤ δ and ‖b‖ ≤ δ_b, by projected
     gradient descent: with W = b = 0 the head *is* the zero-shot classifier, and δ = δ_b = 0 keeps it so.
 
@@ -243,7 +387,7 @@ class DiHTPromptInitialisedHead(nn.Module):
 class DiHTForImageClassification(CLIPPreTrainedModel):
     r"""DiHT's image tower with a prompt-initialised classifier for few-shot adaptation (arXiv 2301.02280, §few-shot).
 
-    Solves the paper's problem (PAPERS.md §1.5)
+    Solves the paper's problem (arXiv 2301.02280, few-shot adaptation with prompt initialisation)
 
         min_{‖W‖ ≤ δ, ‖b‖ ≤ δ_b}  Σ_i CE(y_i, s · (x_iᵀ (W + W₀) + b))
 
@@ -304,7 +448,7 @@ class DiHTForImageClassification(CLIPPreTrainedModel):
             self.visual_projection.requires_grad_(False)
 
     @classmethod
-    def from_pretrained(cls, *args, **kwargs) -> DiHTForImageClassification:
+    def from_pretrained(cls, *args, **kwargs) -> "DiHTForImageClassification":
         """`PreTrainedModel.from_pretrained`, then the frozen parts frozen again (loading replaces the parameters,
         and with them their `requires_grad`)."""
         loaded = super().from_pretrained(*args, **kwargs)
@@ -333,7 +477,7 @@ class DiHTForImageClassification(CLIPPreTrainedModel):
         zero_shot_weights: torch.Tensor,
         id2label: dict[int, str] | list[str] | None = None,
         **config_overrides,
-    ) -> DiHTForImageClassification:
+    ) -> "DiHTForImageClassification":
         """Build the few-shot model from a dual encoder and its zero-shot classifier.
 
         Args:
@@ -410,20 +554,48 @@ class DiHTForImageClassification(CLIPPreTrainedModel):
                                     if key not in ("AutoModel", "AutoModelForZeroShotImageClassification")}
         return super().save_pretrained(save_directory, *args, **kwargs)
 
+    def classification_loss(self, logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        """The loss of `logits` `(B, num_labels)` against `labels`, by `config.problem_type` as in transformers'
+        classification models (inferred and stored in the config on the first call when unset): mean squared
+        error, cross-entropy or binary cross-entropy with logits, computed in float32."""
+        config, num_labels = self.config, self.config.num_labels
+        if config.problem_type is None:
+            if num_labels == 1:
+                config.problem_type = "regression"
+            elif labels.dtype in (torch.long, torch.int):
+                config.problem_type = "single_label_classification"
+            else:
+                config.problem_type = "multi_label_classification"
+        logits, labels = logits.float(), labels.to(logits.device)
+        if config.problem_type == "regression":
+            if num_labels == 1:
+                return nn.functional.mse_loss(logits.squeeze(-1), labels.float().reshape(logits.shape[:1]))
+            return nn.functional.mse_loss(logits, labels.float())
+        if config.problem_type == "single_label_classification":
+            return nn.functional.cross_entropy(logits.view(-1, num_labels), labels.long().view(-1))
+        if config.problem_type == "multi_label_classification":
+            return nn.functional.binary_cross_entropy_with_logits(logits, labels.float())
+        raise ValueError(f"Unknown problem_type {config.problem_type!r}: use 'regression', "
+                         "'single_label_classification' or 'multi_label_classification'.")
+
     def forward(
         self,
         pixel_values: torch.FloatTensor | None = None,
-        labels: torch.LongTensor | None = None,
+        labels: torch.Tensor | None = None,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
-        **kwargs,
+        **kwargs: Unpack[TransformersKwargs],
     ) -> ImageClassifierOutput | tuple:
         r"""Classify a batch of images with the prompt-initialised head.
 
         Args:
             pixel_values (`torch.FloatTensor` of shape `(batch_size, 3, image_size, image_size)`).
-            labels (`torch.LongTensor` of shape `(batch_size,)`, *optional*): class indices; the loss is then the
-                mean cross-entropy of the logits.
+            labels (`torch.Tensor`, *optional*): the targets, read as transformers' classification models read
+                them (`config.problem_type`, inferred when unset: "regression" for `num_labels == 1`,
+                "single_label_classification" for integer labels, else "multi_label_classification"). Class
+                indices `(batch_size,)` give the mean cross-entropy (the paper's objective); float multi-hot
+                `(batch_size, num_labels)` targets the mean binary cross-entropy with logits; regression targets
+                the mean squared error.
             interpolate_pos_encoding (`bool`): interpolate the image position embeddings for other resolutions.
             return_dict (`bool`, *optional*): return a tuple instead of an `ImageClassifierOutput` when `False`.
             **kwargs: passed to the image tower (e.g. `output_hidden_states=True`).
@@ -439,7 +611,7 @@ class DiHTForImageClassification(CLIPPreTrainedModel):
         logits = self.classifier(image_embeds, self.classifier_scale())  # (B, C)
         loss = None
         if labels is not None:
-            loss = nn.functional.cross_entropy(logits.float(), labels.to(logits.device))
+            loss = self.classification_loss(logits, labels)
         output = ImageClassifierOutput(
             loss=loss, logits=logits, hidden_states=vision_outputs.hidden_states, attentions=vision_outputs.attentions
         )
@@ -447,4 +619,14 @@ class DiHTForImageClassification(CLIPPreTrainedModel):
         return output if return_dict else output.to_tuple()
 
 
-__all__ = ["DiHTForImageClassification", "DiHTModel", "DiHTOutput", "DiHTPromptInitialisedHead", "project_onto_ball_"]
+__all__ = [
+    "DiHTForImageClassification",
+    "DiHTModel",
+    "DiHTOutput",
+    "DiHTPromptInitialisedHead",
+    "DiHTTextModel",
+    "DiHTTextModelWithProjection",
+    "DiHTVisionModel",
+    "DiHTVisionModelWithProjection",
+    "project_onto_ball_",
+]
