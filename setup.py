@@ -56,7 +56,7 @@ setup(
     python_requires=">=3.11",
     # Top-level packages: the models (remote-code clean), the shared data layer, and the layers above it.
     packages=["modeling_diht", "modeling_cosmo", "image_text_data", "curation", "evaluation", "evaluation.metrics",
-              "trainers", "trainers.diht", "hub_cards"],
+              "trainers", "trainers.diht", "trainers.cosmo", "hub_cards"],
     # The evaluate metric modules (one script per folder) and the model card templates are read from disk at run time.
     package_data={"evaluation.metrics": ["*/*.py"], "hub_cards": ["templates/*.md"]},
     install_requires=INSTALL_REQUIRES,

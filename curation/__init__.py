@@ -19,7 +19,7 @@ from .cat_filter import CATSignals, add_cat_signals, cat_filter
 from .concepts import ConceptLabeller, build_teacher, concept_vocabulary, label_concepts, teacher_vocabulary
 from .pipeline import CurationResult, curate
 from .report import CurationReport
-from .text_spotting import TextSpotter, text_overlap
+from .text_spotting import TextSpotter, TextSpottingError, UnreadableImageShapeError, text_overlap
 
 __all__ = [
     "CAT_RULES",
@@ -31,6 +31,8 @@ __all__ = [
     "PatternCaptionParser",
     "SpacyCaptionParser",
     "TextSpotter",
+    "TextSpottingError",
+    "UnreadableImageShapeError",
     "add_cat_signals",
     "analyse_chunks",
     "analyse_doc",

@@ -8,18 +8,27 @@ substantially overlap the caption*. On a 2.1B English LAION subset this keeps 43
 A row is judged by these rules, in this order, and attributed to the first one it fails (so the report's counts add
 up to the number of rows):
 
-==================== ========================================================================================
-`empty_caption`      the caption is None, not a string, or only whitespace (ours: such a pair teaches nothing)
-`complexity`         `caption_complexity < min_complexity` (DiHT: "C1", at least one object with an attribute
-                     or relation; definition in `caption_rules.py`)
-`actions`            `num_actions < min_actions` (DiHT: at least one action, a verb with a subject)
-`undecodable_image`  the image cannot be decoded (truncated, not an image, over `max_image_pixels`;
-                     `image_text_data/images.py`)
-`text_spotting`      `text_overlap > max_text_overlap` (`text_spotting.py`; skipped with `text_spotting=False`)
-==================== ========================================================================================
+========================== ==================================================================================
+`empty_caption`            the caption is None, not a string, or only whitespace (ours: such a pair teaches nothing)
+`complexity`               `caption_complexity < min_complexity` (DiHT: "C1", at least one object with an
+                           attribute or relation; definition in `caption_rules.py`)
+`actions`                  `num_actions < min_actions` (DiHT: at least one action, a verb with a subject)
+`undecodable_image`        the image cannot be decoded (truncated, not an image, over `max_image_pixels`;
+                           `image_text_data/images.py`)
+`unreadable_image_shape`   the image is too thin for OCR to judge the text rule (a side under 8 px: spacers,
+                           tracking pixels; `text_spotting.py`; only with `text_spotting=True`)
+`text_spotting_failed`     the OCR engine failed on this image (any error it raises; only with `text_spotting=True`)
+`text_spotting`            `text_overlap > max_text_overlap` (`text_spotting.py`; skipped with `text_spotting=False`)
+========================== ==================================================================================
 
 The caption rules are cheap and run first; images are decoded, and OCR runs, only for rows that pass them. Every
-row is judged on its own, so results do not depend on `batch_size` or `num_proc`.
+row is judged on its own, so results do not depend on `batch_size` or `num_proc`. A pair is kept only when every rule
+could judge it: an image the text rule cannot be run on is removed under its own name (ours), and no image, however
+shaped, stops the map. Strips longer than 8:1 are read as a mosaic of their pieces (`text_spotting.ocr_view`).
+
+A caption column of lists (COCO: several captions per image) is first turned into one caption per row by
+`caption_list` (`image_text_data.captions`: one pair per caption by default); any other non-text caption column is an
+error before any row is processed. The report then counts pairs (captions), not images.
 """
 
 from __future__ import annotations
@@ -30,15 +39,17 @@ from typing import Any
 
 from datasets import Dataset, Features, Image, IterableDataset, Value
 
+from image_text_data.captions import apply_caption_policy
 from image_text_data.images import DEFAULT_MAX_IMAGE_PIXELS, UndecodableImageError, load_image
 
 from .caption_rules import CaptionParser, load_caption_parser
 from .report import CurationReport, StreamCounter
-from .text_spotting import TextSpotter, text_overlap
+from .text_spotting import TextSpotter, TextSpottingError, UnreadableImageShapeError, text_overlap
 
 logger = logging.getLogger(__name__)
 
-RULES = ("empty_caption", "complexity", "actions", "undecodable_image", "text_spotting")
+RULES = ("empty_caption", "complexity", "actions", "undecodable_image", "unreadable_image_shape",
+         "text_spotting_failed", "text_spotting")
 REMOVED_BY = "cat_removed_by"
 SIGNAL_FEATURES = Features({
     "caption_complexity": Value("int32"),  # None when the caption rules did not run (empty caption, or disabled)
@@ -106,7 +117,16 @@ class CATSignals:
                 out[REMOVED_BY][i] = "undecodable_image"
                 continue
             if self.text_spotting:
-                spotted = self.text_spotter.spot(image)
+                try:
+                    spotted = self.text_spotter.spot(image)
+                except UnreadableImageShapeError as error:
+                    logger.debug("CAT: row with caption %r removed, %s", captions[i][:80], error)
+                    out[REMOVED_BY][i] = "unreadable_image_shape"
+                    continue
+                except TextSpottingError as error:
+                    logger.warning("CAT: row with caption %r removed, %s", captions[i][:80], error)
+                    out[REMOVED_BY][i] = "text_spotting_failed"
+                    continue
                 overlap = text_overlap(spotted, captions[i])
                 out["spotted_text"][i], out["text_overlap"][i] = spotted, overlap
                 if overlap > self.max_text_overlap:
@@ -125,7 +145,8 @@ def _check_columns(dataset: Dataset | IterableDataset, *columns: str) -> None:
 
 
 def _signals(dataset, *, image_column, caption_column, min_complexity, min_actions, text_spotting, max_text_overlap,
-             caption_parser, ocr_device, ocr_params, max_image_pixels, num_proc, batch_size):
+             caption_parser, ocr_device, ocr_params, max_image_pixels, num_proc, batch_size, text_spotter=None,
+             caption_list="explode", seed=0):
     """The map of `add_cat_signals`; returns the signals with the image column left undecoded, and its feature."""
     if not isinstance(dataset, (Dataset, IterableDataset)):
         raise TypeError(f"expected a datasets.Dataset or IterableDataset, got {type(dataset).__name__}")
@@ -134,13 +155,15 @@ def _signals(dataset, *, image_column, caption_column, min_complexity, min_actio
     if streaming and num_proc is not None and num_proc > 1:
         raise ValueError("num_proc applies to an in-memory Dataset; a streaming IterableDataset is processed "
                          "lazily, in parallel through DataLoader(num_workers=...) or split_dataset_by_node")
+    # One caption string per row (lists exploded or picked, other types refused) before any row is judged.
+    dataset = apply_caption_policy(dataset, caption_column, caption_list, seed=seed, num_proc=num_proc)
     image_feature = (dataset.features or {}).get(image_column)
     if isinstance(image_feature, Image) and image_feature.decode:
         # Decode ourselves, row by row, so that a corrupt image is counted instead of crashing the worker.
         dataset = dataset.cast_column(image_column, Image(decode=False))
     workers = num_proc if (num_proc or 1) > 1 else 1
-    spotter = None
-    if text_spotting:
+    spotter = text_spotter
+    if text_spotting and spotter is None:
         threads = max(1, (os.cpu_count() or 1) // workers) if workers > 1 else None
         spotter = TextSpotter(device=ocr_device, num_threads=threads, params=ocr_params)
     function = CATSignals(
@@ -175,6 +198,9 @@ def add_cat_signals(
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     num_proc: int | None = None,
     batch_size: int = 64,
+    text_spotter: TextSpotter | None = None,
+    caption_list: str = "explode",
+    seed: int = 0,
 ) -> Dataset | IterableDataset:
     """Add DiHT's CAT signals and verdict to every row, without removing any (arXiv 2301.02280, Sec. 3.1).
 
@@ -200,15 +226,25 @@ def add_cat_signals(
         max_image_pixels: images with more pixels are undecodable (decompression bombs); None disables the check.
         num_proc: worker processes for `Dataset.map` (in-memory datasets only).
         batch_size: rows per map batch (one caption-parser call per batch).
+        text_spotter: a ready `TextSpotter` (e.g. with another engine or shape limits); overrides `ocr_device` and
+            `ocr_params`.
+        caption_list: what a caption column of lists becomes: `"explode"` (one pair per caption, with an
+            `image_id` column), `"first"`, `"random"` (seeded by `seed`) or `"error"`
+            (`image_text_data.captions`).
+        seed: seed of `caption_list="random"`.
 
     Returns:
         The dataset with the five signal columns added (lazily for an `IterableDataset`).
+
+    Raises:
+        TypeError: the caption column holds neither text nor lists of text (before any row is processed).
     """
     signals, image_feature = _signals(
         dataset, image_column=image_column, caption_column=caption_column, min_complexity=min_complexity,
         min_actions=min_actions, text_spotting=text_spotting, max_text_overlap=max_text_overlap,
         caption_parser=caption_parser, ocr_device=ocr_device, ocr_params=ocr_params,
-        max_image_pixels=max_image_pixels, num_proc=num_proc, batch_size=batch_size,
+        max_image_pixels=max_image_pixels, num_proc=num_proc, batch_size=batch_size, text_spotter=text_spotter,
+        caption_list=caption_list, seed=seed,
     )
     return _restore(signals, image_column, image_feature)
 
@@ -228,6 +264,9 @@ def cat_filter(
     max_image_pixels: int | None = DEFAULT_MAX_IMAGE_PIXELS,
     num_proc: int | None = None,
     batch_size: int = 64,
+    text_spotter: TextSpotter | None = None,
+    caption_list: str = "explode",
+    seed: int = 0,
     keep_signals: bool = True,
 ) -> tuple[Dataset | IterableDataset, CurationReport]:
     """Filter image-text pairs with DiHT's CAT rules: complexity, action, text spotting (arXiv 2301.02280).
@@ -236,7 +275,8 @@ def cat_filter(
 
     Args:
         dataset, image_column, caption_column, min_complexity, min_actions, text_spotting, max_text_overlap,
-        caption_parser, ocr_device, ocr_params, max_image_pixels, num_proc, batch_size: as in `add_cat_signals`.
+        caption_parser, ocr_device, ocr_params, max_image_pixels, num_proc, batch_size, text_spotter, caption_list,
+        seed: as in `add_cat_signals`.
         keep_signals: keep `caption_complexity`, `num_actions`, `spotted_text` and `text_overlap` in the output.
 
     Returns:
@@ -252,13 +292,15 @@ def cat_filter(
         >>> kept, report = cat_filter(pairs, text_spotting=False, caption_parser="textblob")
         >>> report
         {'total': 2, 'kept': 0, 'removed_by_empty_caption': 1, 'removed_by_complexity': 1, 'removed_by_actions': 0, \
-'removed_by_undecodable_image': 0, 'removed_by_text_spotting': 0}
+'removed_by_undecodable_image': 0, 'removed_by_unreadable_image_shape': 0, 'removed_by_text_spotting_failed': 0, \
+'removed_by_text_spotting': 0}
     """
     signals, image_feature = _signals(
         dataset, image_column=image_column, caption_column=caption_column, min_complexity=min_complexity,
         min_actions=min_actions, text_spotting=text_spotting, max_text_overlap=max_text_overlap,
         caption_parser=caption_parser, ocr_device=ocr_device, ocr_params=ocr_params,
-        max_image_pixels=max_image_pixels, num_proc=num_proc, batch_size=batch_size,
+        max_image_pixels=max_image_pixels, num_proc=num_proc, batch_size=batch_size, text_spotter=text_spotter,
+        caption_list=caption_list, seed=seed,
     )
     dropped = [REMOVED_BY] if keep_signals else list(SIGNAL_FEATURES)
     if isinstance(signals, IterableDataset):

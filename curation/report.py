@@ -50,8 +50,9 @@ class CurationReport(dict):
         """One line per count, for printing at the end of a command."""
         total = max(self["total"], 1)
         lines = [f"total {self['total']:>10,}", f"kept  {self['kept']:>10,}  ({self['kept'] / total:.1%})"]
-        lines += [f"  {key:<32} {self[key]:>10,}  ({self[key] / total:.1%})"
-                  for key in self if key.startswith("removed_by_")]
+        keys = [key for key in self if key.startswith("removed_by_")]
+        width = max([32, *map(len, keys)])
+        lines += [f"  {key:<{width}} {self[key]:>10,}  ({self[key] / total:.1%})" for key in keys]
         return "\n".join(lines)
 
 

@@ -16,20 +16,93 @@ Our definitions:
 
 rapidocr ships its ONNX weights inside its wheel; `TextSpotter` points rapidocr at those files explicitly, so it never
 downloads anything, and runs on CUDA through onnxruntime's execution providers when they are available.
+
+**Shapes OCR cannot take.** rapidocr scales an image's short side up to 30 px, pads strips wider than 8:1 and then
+scales the short side to 736 px for detection: a 4000x1 spacer raises `ResizeImgError`, and a 5x2000 strip grows to a
+3032x12000 detector input that takes tens of GB. Scraped data is full of such spacers and banners, so `TextSpotter`
+decides on the shape first (ours):
+
+* an image whose short side is under `min_side` (8 px: no legible glyph fits) is not read:
+  `UnreadableImageShapeError`;
+* a strip longer than `max_aspect_ratio` (8:1, rapidocr's own padding bound) is cut across its long side into
+  about sqrt(aspect) overlapping pieces, laid side by side into one near-square mosaic with blank gutters, and read
+  in one call: text on a 2560x40 banner is spotted (rapidocr alone reads nothing there), the detector sees a
+  near-square image of about the source's pixels, and words cut at a piece's edge are whole in its neighbour
+  (pieces overlap by `2 x` the short side);
+* any failure of the engine on one image (`ResizeImgError`, `MemoryError`, an onnxruntime error, ...) is raised as
+  `TextSpottingError`, naming the image size; `cat_filter` counts both as rules of their own.
 """
 
 from __future__ import annotations
 
+import math
 import os
 import re
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 from PIL import Image
 
 MIN_WORD_LENGTH = 2
 _WORD = re.compile(r"\w+")
+
+MIN_SIDE = 8  # pixels: a short side below this holds no legible glyph
+MAX_ASPECT_RATIO = 8.0  # rapidocr's `Global.width_height_ratio`: longer strips are padded (and blown up) by it
+GUTTER = 255  # the blank between the pieces of a mosaic: white
+
+
+class UnreadableImageShapeError(ValueError):
+    """The image is too thin (short side under `min_side`) for text spotting; the message gives its size."""
+
+
+class TextSpottingError(RuntimeError):
+    """The OCR engine failed on one image; the message names the image size and the engine's error."""
+
+
+def strip_pieces(length: int, short: int, count: int) -> list[tuple[int, int]]:
+    """`count` overlapping `(start, end)` spans that cover `range(length)`: equal cuts, each widened by
+    `2 * short` on both sides (clipped), so that a word up to about four text heights long is whole in one piece.
+
+    Example:
+        >>> strip_pieces(100, 5, 2)
+        [(0, 60), (40, 100)]
+    """
+    cut = math.ceil(length / count)
+    margin = 2 * short
+    return [(max(0, i * cut - margin), min(length, (i + 1) * cut + margin)) for i in range(count)]
+
+
+def ocr_view(image: Image.Image, *, min_side: int = MIN_SIDE,
+             max_aspect_ratio: float = MAX_ASPECT_RATIO) -> Image.Image:
+    """The image the OCR engine reads: the image itself, or, for a strip longer than `max_aspect_ratio`, a
+    near-square mosaic of its overlapping pieces (`strip_pieces`), laid across the strip's short side with white
+    gutters of half its short side (module docstring).
+
+    Raises:
+        UnreadableImageShapeError: the short side is under `min_side`.
+    """
+    width, height = image.size
+    short, long = min(width, height), max(width, height)
+    if short < min_side:
+        raise UnreadableImageShapeError(f"image of {width}x{height} pixels: a side under {min_side} px holds no "
+                                        "legible text")
+    if long <= max_aspect_ratio * short:
+        return image
+    count = max(2, round(math.sqrt(long / short)))  # pieces of ~sqrt(r)*short by short: a near-square mosaic
+    pieces = strip_pieces(long, short, count)
+    piece_long = max(end - start for start, end in pieces)
+    gutter = max(1, short // 2)
+    across = count * short + (count - 1) * gutter
+    horizontal = width >= height
+    mosaic = Image.new("RGB", (piece_long, across) if horizontal else (across, piece_long), (GUTTER,) * 3)
+    for i, (start, end) in enumerate(pieces):
+        offset = i * (short + gutter)
+        if horizontal:  # pieces of a wide banner stacked top to bottom, in reading order
+            mosaic.paste(image.crop((start, 0, end, height)), (0, offset))
+        else:  # pieces of a tall strip side by side, left to right
+            mosaic.paste(image.crop((0, start, width, end)), (offset, 0))
+    return mosaic
 
 # The three models rapidocr's default config resolves to, as shipped in the rapidocr wheel (`rapidocr/models/`).
 BUNDLED_MODELS = {
@@ -90,10 +163,17 @@ class TextSpotter:
             filtering with `num_proc=N` gives each worker `cpu_count // N` so workers do not oversubscribe the CPU.
         params: extra rapidocr parameters (`{"Det.limit_side_len": 960, "Global.text_score": 0.6, ...}`); they
             override ours.
+        engine: an OCR engine to use instead of rapidocr: a picklable callable `engine(rgb_pil_image)` returning an
+            object with `txts` (the recognised lines), as `rapidocr.RapidOCR` does.
+        min_side, max_aspect_ratio: the shape rules of the module docstring (8 px, 8:1).
     """
 
-    def __init__(self, device: str | None = None, num_threads: int | None = None, params: dict[str, Any] | None = None):
+    def __init__(self, device: str | None = None, num_threads: int | None = None, params: dict[str, Any] | None = None,
+                 *, engine: Callable[[Image.Image], Any] | None = None, min_side: int = MIN_SIDE,
+                 max_aspect_ratio: float = MAX_ASPECT_RATIO):
         self.device, self.num_threads, self.params = device, num_threads, dict(params or {})
+        self.min_side, self.max_aspect_ratio = min_side, max_aspect_ratio
+        self._given_engine = engine
         self._engine = None
 
     def __getstate__(self) -> dict:  # onnxruntime sessions do not pickle; each worker builds its own
@@ -114,6 +194,8 @@ class TextSpotter:
 
     @property
     def engine(self):
+        if self._given_engine is not None:
+            return self._given_engine
         if self._engine is None:
             from rapidocr import RapidOCR
 
@@ -121,10 +203,20 @@ class TextSpotter:
         return self._engine
 
     def spot(self, image: Image.Image | np.ndarray) -> str:
-        """The text recognised in one RGB image, lines joined with spaces ("" when there is none)."""
+        """The text recognised in one RGB image, lines joined with spaces ("" when there is none).
+
+        Raises:
+            UnreadableImageShapeError: the image is too thin to hold legible text (not read at all).
+            TextSpottingError: the engine failed on this image (any `Exception` it raised, chained).
+        """
         if not isinstance(image, Image.Image):
             image = Image.fromarray(np.asarray(image))  # rapidocr reads bare arrays as BGR; ours are RGB
-        result = self.engine(image.convert("RGB"))
+        view = ocr_view(image.convert("RGB"), min_side=self.min_side, max_aspect_ratio=self.max_aspect_ratio)
+        try:
+            result = self.engine(view)
+        except Exception as error:  # ResizeImgError, MemoryError, onnxruntime's errors, ...: one image, not the run
+            raise TextSpottingError(f"OCR failed on an image of {image.width}x{image.height} pixels (read as "
+                                    f"{view.width}x{view.height}): {type(error).__name__}: {error}") from error
         return " ".join(result.txts) if getattr(result, "txts", None) else ""
 
     def __call__(self, images: Sequence[Image.Image | np.ndarray]) -> list[str]:

@@ -15,7 +15,14 @@ import torch
 import torch.nn.functional as F
 from torch.utils.data import DataLoader
 
-from image_text_data.images import UndecodableImageError, load_image
+from image_text_data.images import (
+    DEFAULT_MAX_RESIZED_PIXELS,
+    ImageTooLargeError,
+    UndecodableImageError,
+    load_image,
+    processor_shortest_edge,
+    resized_size,
+)
 
 __all__ = ["ImageBatchCollator", "LazyImages", "encode_images", "encode_texts", "features", "image_batches"]
 
@@ -56,25 +63,45 @@ def encode_texts(model, tokenizer, texts: Sequence[str], *, batch_size: int = 25
 class ImageBatchCollator:
     """Decodes and preprocesses a batch of dataset rows for evaluation, skipping images that cannot be decoded.
 
-    Returns `{"pixel_values": (b, 3, H, W), "index": (b,), "skipped": int, **extra columns}`, where `index` is the
-    position of each kept row in the dataset. Picklable, so it runs in DataLoader workers.
+    Returns `{"pixel_values": (b, 3, H, W), "index": (b,), "skipped": int, "skipped_large": int, **extra columns}`,
+    where `index` is the position of each kept row in the dataset, `skipped` counts every skipped image and
+    `skipped_large` those of them that the processor's shortest-edge resize would make larger than
+    `max_resized_pixels` (checked before decoding with the default `decode`, on the decoded size with another).
+    Picklable, so it runs in DataLoader workers.
     """
 
     image_processor: Any
     image_column: str = "image"
     keep_columns: tuple[str, ...] = ()
     decode: Callable[[Any], Any] = field(default=load_image)
+    max_resized_pixels: int | None = DEFAULT_MAX_RESIZED_PIXELS
+
+    def _decode(self, cell: Any):
+        shortest, longest = processor_shortest_edge(self.image_processor)
+        if self.decode is load_image:
+            return load_image(cell, shortest_edge=shortest, longest_edge=longest,
+                              max_resized_pixels=self.max_resized_pixels)
+        image = self.decode(cell)
+        if shortest is not None and self.max_resized_pixels is not None:
+            width, height = resized_size(*image.size, shortest, longest)
+            if width * height > self.max_resized_pixels:
+                raise ImageTooLargeError(f"image of {image.width}x{image.height} pixels would be resized to "
+                                         f"{width}x{height}, more than {self.max_resized_pixels:,} pixels")
+        return image
 
     def __call__(self, rows: list[tuple[int, dict]]) -> dict[str, Any]:
-        images, kept = [], []
+        images, kept, large = [], [], 0
         for index, row in rows:
             try:
-                images.append(self.decode(row[self.image_column]))
+                images.append(self._decode(row[self.image_column]))
+            except ImageTooLargeError:
+                large += 1
+                continue
             except UndecodableImageError:
                 continue
             kept.append((index, row))
         batch: dict[str, Any] = {"index": torch.tensor([i for i, _ in kept], dtype=torch.long),
-                                 "skipped": len(rows) - len(kept)}
+                                 "skipped": len(rows) - len(kept), "skipped_large": large}
         batch["pixel_values"] = (self.image_processor(images, return_tensors="pt")["pixel_values"] if images
                                  else None)
         for column in self.keep_columns:
@@ -131,21 +158,23 @@ def encode_images(model, batches: Iterable[dict[str, Any]]) -> tuple[torch.Tenso
 
     Returns:
         `(embeddings, extras)`: embeddings `(N, projection_dim)` float32; extras holds `index` (the dataset row of
-        each embedding), `skipped` (images that could not be decoded) and every kept column as a list.
+        each embedding), `skipped` (images that could not be used), `skipped_large` (those of them too large for
+        the processor's resize) and every kept column as a list.
 
     Raises:
         ValueError: no image could be decoded.
     """
     device, dtype = _device_and_dtype(model)
-    chunks, extras = [], {"index": [], "skipped": 0}
+    chunks, extras = [], {"index": [], "skipped": 0, "skipped_large": 0}
     for batch in batches:
         extras["skipped"] += int(batch.get("skipped", 0))
+        extras["skipped_large"] += int(batch.get("skipped_large", 0))
         if batch["pixel_values"] is None:
             continue
         chunks.append(features(model.get_image_features(pixel_values=batch["pixel_values"].to(device, dtype))))
         extras["index"].append(batch.get("index", torch.arange(len(batch["pixel_values"]))))
         for key, value in batch.items():
-            if key not in ("pixel_values", "index", "skipped"):
+            if key not in ("pixel_values", "index", "skipped", "skipped_large"):
                 extras.setdefault(key, []).extend(value)
     if not chunks:
         raise ValueError("no image in the evaluation data could be decoded")

@@ -9,7 +9,10 @@ prints and saves the report (`report.json`), and draws sample removed pairs per 
     python examples/filter_cat.py --dataset_name user/dataset --streaming --format webdataset --output_dir cat/
     python examples/filter_cat.py --help
 
-The result feeds `examples/pretrain.py` directly (a saved dataset with `image` and `caption` columns).
+The result feeds `examples/pretrain.py` directly (a saved dataset with `image` and `caption` columns). A caption
+column of lists (COCO) gives one pair per caption (`--caption_list`, default `explode`). When CAT keeps no pair, the
+command writes `report.json` and `removed_samples.png`, writes no data (an empty dataset is useless downstream) and
+exits with status 1 and a message saying which rules removed what.
 """
 
 from __future__ import annotations
@@ -27,7 +30,15 @@ from transformers import HfArgumentParser
 
 from curation import CAT_RULES, CurationReport, add_cat_signals
 from curation.cat_filter import REMOVED_BY
-from image_text_data import OUTPUT_FORMATS, DataSourceArguments, load_image, resolve_columns, save_dataset, undecoded
+from image_text_data import (
+    OUTPUT_FORMATS,
+    DataSourceArguments,
+    EmptyDatasetError,
+    load_image,
+    resolve_columns,
+    save_dataset,
+    undecoded,
+)
 
 
 @dataclass
@@ -102,7 +113,7 @@ def main(argv: list[str] | None = None) -> dict:
         undecoded(source, image_column), image_column=image_column, caption_column=caption_column,
         min_complexity=args.min_complexity, min_actions=args.min_actions, text_spotting=args.text_spotting,
         max_text_overlap=args.max_text_overlap, caption_parser=args.parser, ocr_device=args.ocr_device,
-        num_proc=args.num_proc, batch_size=args.batch_size,
+        num_proc=args.num_proc, batch_size=args.batch_size, caption_list=data.caption_list,
     )
     # 3. The kept pairs, the report and sample pairs of every rule.
     report = CurationReport(CAT_RULES)
@@ -140,14 +151,26 @@ def main(argv: list[str] | None = None) -> dict:
             features = Features({**features, image_column: image_feature}) if features is not None else None
         else:
             kept = kept.cast_column(image_column, image_feature)
-    # 4. Written out, with the report and the PNG.
-    written = save_dataset(kept, str(output_dir), format=args.format, image_column=image_column,
-                           caption_column=caption_column, features=features)
+    # 4. Written out, with the report and the PNG (no data when CAT kept nothing: refused, with the reasons).
+    try:
+        written = save_dataset(kept, str(output_dir), format=args.format, image_column=image_column,
+                               caption_column=caption_column, features=features)
+    except EmptyDatasetError:
+        if report["kept"]:
+            raise
+        written = None
     draw_samples(samples, output_dir / "removed_samples.png", image_column, caption_column)
     result = {"report": dict(report), "output": written, "elapsed_seconds": round(time.perf_counter() - start, 2),
               "parameters": {**vars(data), **vars(args)}}
     (output_dir / "report.json").write_text(json.dumps(result, indent=2))
     print(report.summary())
+    if written is None:
+        removed = ", ".join(f"{key[len('removed_by_'):]} {count}" for key, count in report.items()
+                            if key.startswith("removed_by_") and count)
+        raise SystemExit(f"error: CAT kept none of the {report['total']} pairs ({removed or 'the source has no rows'}"
+                         f"); nothing was written. See {output_dir / 'report.json'} and "
+                         f"{output_dir / 'removed_samples.png'}, and loosen --min_complexity / --min_actions / "
+                         "--max_text_overlap, or check the columns.")
     print(f"kept pairs in {written}; report in {output_dir / 'report.json'}; "
           f"samples per rule in {output_dir / 'removed_samples.png'}")
     return result

@@ -30,6 +30,7 @@ from image_text_data import (
     CAPTION_COLUMNS,
     OUTPUT_FORMATS,
     DataSourceArguments,
+    EmptyDatasetError,
     column_names,
     resolve_image_column,
     save_dataset,
@@ -68,14 +69,17 @@ def main(argv: list[str] | None = None) -> dict:
     output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
 
-    source = data.load(args.split)
+    try:
+        source = data.load(args.split)
+    except EmptyDatasetError as error:  # e.g. CAT kept nothing: say so, with its report, instead of a traceback
+        raise SystemExit(f"error: {error}") from None
     image_column = resolve_image_column(source, data.image_column)
     caption_column = data.caption_column or next((c for c in CAPTION_COLUMNS if c in column_names(source)), None)
     image_feature = (source.features or {}).get(image_column)
     if args.format == "webdataset":  # shards keep the original image bytes
         source = undecoded(source, image_column)
 
-    # 2. The teacher's concepts for every image (an undecodable one gets empty lists and is counted).
+    # 2. The teacher's concepts for every image (one that cannot be labelled gets empty lists, counted by reason).
     torch.manual_seed(args.seed)
     labelled, report = label_concepts(
         source, args.teacher, image_column=image_column, top_k=args.top_k, return_scores=args.return_scores,
@@ -103,8 +107,10 @@ def main(argv: list[str] | None = None) -> dict:
               "elapsed_seconds": round(time.perf_counter() - start, 2), "parameters": {**vars(data), **vars(args)}}
     (output_dir / "report.json").write_text(json.dumps(result, indent=2))
     print(json.dumps(result["report"]))
+    skipped = ", ".join(f"{count} {reason.replace('_', ' ')}" for reason, count in report.items()
+                        if reason not in ("total", "labelled"))
     print(f"{report['labelled']} images labelled with the top-{args.top_k} of {len(vocabulary)} concepts "
-          f"({report['undecodable_image']} undecodable, left with empty concept_ids); data in {written}, "
+          f"({skipped}: left with empty concept_ids); data in {written}, "
           f"vocabulary in {output_dir / 'vocabulary.json'}")
     return result
 

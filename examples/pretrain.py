@@ -21,7 +21,10 @@ uploads `model/` with its card in one commit at the end (the Trainer's own push 
 
 Data: a Hub name or local folder (`--dataset_name`), files (`--train_files`, `.tar` shards as img2dataset writes
 them are read as webdataset), a `save_to_disk` folder (`--dataset_path`), optionally `--streaming`. Model: a
-checkpoint (`--model_name_or_path`, DiHT or CLIP, for warm starts), a preset (`--preset`) or a config file.
+checkpoint (`--model_name_or_path`, DiHT or CLIP, for warm starts; weights it lacks stop the run unless
+`--allow_missing_weights`, new concept heads excepted), a preset (`--preset`) or a config file. A checkpoint,
+tokenizer, image processor, Trainer checkpoint (`--resume_from_checkpoint`) or timm teacher that cannot be loaded
+stops the command with one line, `error: ...`, naming the file and what to do (`trainers.loading`).
 """
 
 from __future__ import annotations
@@ -36,12 +39,18 @@ from pathlib import Path
 
 import torch
 from datasets import Dataset, IterableDataset
-from transformers import AutoImageProcessor, AutoTokenizer, CLIPImageProcessor, HfArgumentParser, set_seed
+from transformers import CLIPImageProcessor, HfArgumentParser, set_seed
 
 from curation import curate
 from evaluation import ClassificationTask, RetrievalTask
-from hub_cards import publish, write_model_card
-from image_text_data import TrainingDataArguments, resolve_columns, undecoded
+from hub_cards import PublishArguments, hub_name, publish, write_model_card
+from image_text_data import (
+    EmptyDatasetError,
+    TrainingDataArguments,
+    apply_caption_policy,
+    resolve_columns,
+    undecoded,
+)
 from image_text_data.demo import (
     CLASS_TEMPLATE,
     KINDS,
@@ -53,6 +62,13 @@ from image_text_data.demo import (
 from modeling_diht import DiHTConfig, DiHTModel
 from modeling_diht.processing_diht import build_image_processor, build_tokenizer
 from trainers import DiHTTrainer, DiHTTrainingArguments, diht_collator, diht_train_transform, plot_training_curves
+from trainers.loading import (
+    LoadError,
+    load_image_processor,
+    load_pretrained_model,
+    load_timm_model,
+    load_tokenizer,
+)
 
 logger = logging.getLogger("pretrain")
 
@@ -66,6 +82,9 @@ class ModelArguments:
     tokenizer_name: str | None = field(default=None, metadata={"help": "Tokenizer (default: the checkpoint's)."})
     image_processor_name: str | None = field(default=None, metadata={"help": "Image processor (default: ditto)."})
     attn_implementation: str = field(default="sdpa", metadata={"help": "eager, sdpa or flash_attention_2."})
+    allow_missing_weights: bool = field(default=False, metadata={
+        "help": "Warm start: train weights the checkpoint lacks from random values instead of stopping (new concept "
+                "heads never count as missing)."})
 
 
 @dataclass
@@ -84,13 +103,6 @@ class CurationArguments:
         default="softmax", metadata={"help": "Teacher scores: softmax (single-label classifiers such as ImageNet "
                                              "models) or sigmoid (multi-label; the demo's teacher)."})
     soft_concepts: bool = field(default=False, metadata={"help": "Teacher scores as soft targets, not top-k 1s."})
-
-
-@dataclass
-class PublishArguments:
-    hub_dry_run: bool = field(default=False, metadata={
-        "help": "With --push_to_hub (or alone): write the model card and list what would be uploaded; upload nothing."})
-    license: str = field(default="apache-2.0", metadata={"help": "License id of the model card's metadata."})
 
 
 @dataclass
@@ -137,6 +149,8 @@ def main(argv: list[str] | None = None) -> dict:
 
     # 2. Data: the user's pairs (and held-out split), or the demo's rendered scenes.
     teacher, ocr_params, held_out, names, template = curation.concept_teacher, None, None, None, data.prompt_template
+    if isinstance(teacher, str) and curation.concept_distillation:  # loaded now: a missing one fails before CAT runs
+        teacher = load_timm_model(teacher)
     if is_demo:
         render_size = 2 * demo.image_size  # text spotting needs legible letters; the processor resizes
         pool = build_scenes(demo.num_train, image_size=render_size, seed=training.seed,
@@ -155,8 +169,15 @@ def main(argv: list[str] | None = None) -> dict:
             teacher = train_demo_teacher(demo.image_size, steps=demo.teacher_steps, seed=training.seed)
             curation.concept_activation = "sigmoid"  # it is a multi-label colour + shape classifier
     else:
-        pool = data.load(data.train_split)
+        try:
+            pool = data.load(data.train_split)
+        except EmptyDatasetError as error:  # e.g. CAT kept nothing: say so, with its report, instead of a traceback
+            raise SystemExit(f"error: {error}") from None
         image_column, caption_column = resolve_columns(pool, data.image_column, data.caption_column)
+        # One caption string per pair before anything else (lists exploded or picked, other types refused).
+        with training.main_process_first(desc="captions"):
+            pool = apply_caption_policy(pool, caption_column, data.caption_list, seed=training.seed,
+                                        num_proc=data.preprocessing_num_workers)
         eval_info = {"name": data.source_name, "type": data.dataset_name or "local", "split": data.eval_split}
         if data.eval_split:
             held_out = data.load(data.eval_split)
@@ -189,24 +210,29 @@ def main(argv: list[str] | None = None) -> dict:
         overrides = dict(hn_nce_alpha=training.hn_nce_alpha, hn_nce_beta=training.hn_nce_beta)
         if vocabulary:
             overrides["concept_head_sizes"] = {"concepts": len(vocabulary)}
-        if source:
-            model = DiHTModel.from_pretrained(source, attn_implementation=model_args.attn_implementation,
-                                              **overrides)
+        if source:  # every weight from the checkpoint, except new concept heads (trainers.loading, docs/choices.md)
+            model = load_pretrained_model(DiHTModel, source, what="--model_name_or_path",
+                                          allow_missing_weights=model_args.allow_missing_weights,
+                                          attn_implementation=model_args.attn_implementation, **overrides)
         else:
             config = (DiHTConfig.from_preset(model_args.preset, **overrides) if model_args.preset
                       else DiHTConfig.from_pretrained(model_args.config_name, **overrides))
             config._attn_implementation = model_args.attn_implementation
             model = DiHTModel(config)
         tokenizer_source = model_args.tokenizer_name or source
-        tokenizer = AutoTokenizer.from_pretrained(tokenizer_source) if tokenizer_source else build_tokenizer()
+        what = "--tokenizer_name" if model_args.tokenizer_name else "tokenizer of --model_name_or_path"
+        tokenizer = load_tokenizer(tokenizer_source, what=what) if tokenizer_source else build_tokenizer()
         processor_source = model_args.image_processor_name or source
-        image_processor = (AutoImageProcessor.from_pretrained(processor_source) if processor_source
+        what = ("--image_processor_name" if model_args.image_processor_name
+                else "image processor of --model_name_or_path")
+        image_processor = (load_image_processor(processor_source, what=what) if processor_source
                            else build_image_processor(model.config.vision_config.image_size))
 
     # 5. Batches and the zero-shot tasks (retrieval on the held-out images whose caption is unique: with one relevant
     #    caption per image, a caption shared by several images would count its twins as misses).
     collator = diht_collator(
         tokenizer, image_processor, image_column=image_column, caption_column=caption_column,
+        caption_list=data.caption_list,
         train_transform=diht_train_transform(model.config.vision_config.image_size) if data.train_augmentation
         else None, num_concepts=len(vocabulary) or None, soft_concepts=curation.soft_concepts)
     tasks = []
@@ -253,10 +279,8 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer.save_pretrained(output_dir / "model")
         image_processor.save_pretrained(output_dir / "model")
         card = dict(results=evaluation, cat_report=results.get("cat_report"), loss_config=trainer.loss_config(),
-                    datasets=[data.dataset_name] if data.dataset_name and not Path(data.dataset_name).exists() else None,
-                    base_model=(model_args.model_name_or_path if model_args.model_name_or_path
-                                and not Path(model_args.model_name_or_path).exists() else None),
-                    license=hub.license)
+                    datasets=[data.dataset_name] if hub_name(data.dataset_name) else None,
+                    base_model=hub_name(model_args.model_name_or_path), license=hub.license)
         if push_to_hub:
             repo_id = training.hub_model_id or output_dir.name
             uploaded = publish(output_dir / "model", repo_id, dry_run=hub.hub_dry_run, training_args=training,
@@ -279,4 +303,7 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except LoadError as error:  # a file or name the user gave that cannot be loaded: its message says what to do
+        raise SystemExit(f"error: {error}") from None

@@ -7,9 +7,12 @@
 - `build_card_data`, `training_from`: the metadata and the training settings on their own;
 - `push_to_hub`, `upload_plan`: the folder and its card in one `upload_folder` commit; a dry run lists the files;
 - `publish`: write the card, then push — what the training scripts and `python -m hub_cards.push` call;
-- `is_generated_card`, `CARD_MARKER`: recognise a card written here.
+- `is_generated_card`, `CARD_MARKER`: recognise a card written here;
+- `PublishArguments`, `hub_name`: the `--hub_dry_run` and `--license` options of the training scripts; a source that
+  is a Hub name (not a local path), for the card's `datasets` and `base_model`.
 """
 
+from .arguments import PublishArguments, hub_name
 from .card import CARD_MARKER, DEFAULT_LICENSE, build_card_data, is_generated_card, render_model_card, write_model_card
 from .eval_results import TASK_TYPES, eval_results_from, load_results, result_rows
 from .publish import publish
@@ -24,12 +27,14 @@ __all__ = [
     "DEFAULT_LICENSE",
     "IGNORE_PATTERNS",
     "LIBRARY_CITATION",
+    "PublishArguments",
     "RECIPES",
     "TASK_TYPES",
     "UploadPlan",
     "build_card_data",
     "complete_remote_code",
     "eval_results_from",
+    "hub_name",
     "is_generated_card",
     "load_results",
     "publish",

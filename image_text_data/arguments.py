@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 
 from datasets import Dataset, IterableDataset
 
+from .captions import CAPTION_LIST_POLICIES
 from .sources import load_source
 
 __all__ = ["DataSourceArguments", "TrainingDataArguments"]
@@ -32,6 +33,10 @@ class DataSourceArguments:
         "help": "The image column (default: the first of image, img, jpg, jpeg, png, webp)."})
     caption_column: str | None = field(default=None, metadata={
         "help": "The caption column (default: the first of caption, txt, text)."})
+    caption_list: str = field(default="explode", metadata={
+        "help": "A caption column of lists (COCO: several captions per image) becomes: explode (one pair per caption, "
+                "with an image_id column), first, random (seeded), or error. Other non-text columns are an error.",
+        "choices": list(CAPTION_LIST_POLICIES)})
     max_samples: int | None = field(default=None, metadata={"help": "Read only the first N rows (a trial run)."})
 
     def __post_init__(self):

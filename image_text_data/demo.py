@@ -34,9 +34,9 @@ from PIL import ImageDraw, ImageFont
 from torch import nn
 from transformers import PreTrainedTokenizerFast
 
-__all__ = ["CLASS_PROMPT", "CLASS_TEMPLATE", "CONCEPTS", "DEMO_CHECKPOINT", "KINDS", "build_scenes",
-           "build_word_tokenizer", "class_names", "concept_ids", "ensure_demo_checkpoint", "render",
-           "train_demo_teacher"]
+__all__ = ["CLASS_PROMPT", "CLASS_TEMPLATE", "CONCEPTS", "DEMO_CHECKPOINT", "KINDS", "build_grouped_scenes",
+           "build_scenes", "build_wordpiece_tokenizer", "build_word_tokenizer", "class_names", "concept_ids",
+           "ensure_demo_checkpoint", "render", "train_demo_teacher"]
 
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (235, 210, 40),
           "purple": (140, 50, 170)}
@@ -153,6 +153,50 @@ def build_scenes(
     return Dataset.from_dict(rows, features=features)
 
 
+# ---- scenes with planted false negatives (COSMO's demo) ---------------------------------------------------------------
+
+def build_grouped_scenes(num_images: int, *, captions_per_image: int = 2, image_size: int = 32, seed: int = 0,
+                         classes: list[int] | None = None) -> Dataset:
+    """Scenes with several clean captions each, for training with multi-caption images and known false negatives.
+
+    Every image gets `captions_per_image` different clean captions (different templates and actions), one row per
+    caption, the rows of one image sharing its `image_id`. A caption names the scene's colour and shape only, so it
+    describes every scene of that class equally well: two rows of different images of the same class are a false
+    negative pair, the planted ground truth of COSMO's connection mining (arXiv 2312.06112). The match table is
+    many-to-many and is the `label` column: a caption matches an image iff their labels are equal.
+
+    Args:
+        num_images: distinct images.
+        captions_per_image: rows per image (at most the number of distinct clean captions of a class).
+        image_size: side of the images in pixels.
+        seed: the dataset is a pure function of its arguments.
+        classes: the class of each image, cycled (default: drawn at random).
+
+    Returns:
+        A `Dataset` with `image`, `caption`, `image_id`, `label` (index into `class_names()`).
+    """
+    rng = random.Random(seed)
+    names = class_names()
+    rows = {"image": [], "caption": [], "image_id": [], "label": []}
+    for image_id in range(num_images):
+        label = classes[image_id % len(classes)] if classes else rng.randrange(len(names))
+        color, shape = names[label].split()
+        image = render(color, shape, image_size, rng)
+        captions: list[str] = []
+        while len(captions) < captions_per_image:
+            caption = _caption("clean", color, shape, rng)
+            if caption not in captions:
+                captions.append(caption)
+        for caption in captions:
+            rows["image"].append(image)
+            rows["caption"].append(caption)
+            rows["image_id"].append(image_id)
+            rows["label"].append(label)
+    features = Features({"image": Image(), "caption": Value("string"), "image_id": Value("int64"),
+                         "label": Value("int64")})
+    return Dataset.from_dict(rows, features=features)
+
+
 # ---- the concept teacher -------------------------------------------------------------------------------------------
 
 # CLIP's normalisation, so teacher and student see the same pixel statistics.
@@ -221,6 +265,33 @@ def build_word_tokenizer(texts: list[str], max_length: int = 16) -> PreTrainedTo
         tokenizer_object=backend, bos_token=SOT, eos_token=EOT, pad_token=PAD, unk_token=UNK,
         model_max_length=max_length, do_lower_case=True,
     )
+
+
+def build_wordpiece_tokenizer(texts: list[str], max_length: int = 25):
+    """A BERT WordPiece tokenizer over the words of `texts` (whole words, lower-cased), built offline.
+
+    `[CLS] words [SEP]`, padding `[PAD]` = 0, `[MASK]` for MLM: the layout of the BERT tokenizer COSMO uses, small
+    enough for the demo. `max_length` is COSMO's pre-training caption length (25 tokens).
+
+    Example:
+        >>> tokenizer = build_wordpiece_tokenizer(["a red circle", "a blue square"])
+        >>> tokenizer.convert_ids_to_tokens(tokenizer("a red square")["input_ids"])
+        ['[CLS]', 'a', 'red', 'square', '[SEP]']
+    """
+    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, processors
+    from transformers import BertTokenizerFast
+
+    special = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    words = sorted({word for text in texts for word in text.lower().split()})
+    vocab = {token: i for i, token in enumerate([*special, *words])}
+    backend = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=True)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", vocab["[CLS]"]), ("[SEP]", vocab["[SEP]"])])
+    return BertTokenizerFast(tokenizer_object=backend, unk_token="[UNK]", sep_token="[SEP]", pad_token="[PAD]",
+                             cls_token="[CLS]", mask_token="[MASK]", model_max_length=max_length)
 
 
 # ---- the demo checkpoint ---------------------------------------------------------------------------------------------

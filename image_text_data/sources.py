@@ -3,6 +3,19 @@ shards (img2dataset's output layout: `{key}.jpg`, `{key}.txt`, `{key}.json` in n
 
 All reading goes through `datasets` (`load_dataset`, `load_from_disk`), so streaming, caching and `num_proc` behave
 as users of `datasets` expect; shards are written with `webdataset.ShardWriter`.
+
+Two kinds of broken input are handled here, at the root:
+
+* **An undecodable member of a webdataset shard.** `datasets`' webdataset builder decodes `.txt` as strict UTF-8 (and
+  `.json`, `.cls`, ... with their decoders) inside its generator, so one non-UTF-8 caption stops the whole pass with an
+  error that names no shard. Shards are read with `TolerantWebDataset`, the same builder whose fields are decoded one
+  by one: a text field that is not UTF-8 is decoded with replacement characters (U+FFFD for each bad byte, the rest
+  of the caption kept), any other field that fails its decoder becomes None, and each case is logged as a warning
+  that names the shard, the sample key and the field. Streaming and non-streaming reads behave the same.
+* **A dataset with no rows.** `save_to_disk` of an empty dataset writes a folder that `load_from_disk` cannot read,
+  and a stream with no rows cannot be written at all: `save_dataset` refuses both with `EmptyDatasetError`, and
+  `load_source` refuses an empty dataset with a message that says so, with the CAT report when `report.json` of
+  `examples/filter_cat.py` lies next to it.
 """
 
 from __future__ import annotations
@@ -10,18 +23,122 @@ from __future__ import annotations
 import glob
 import io
 import json
+import logging
 import os
 import shutil
 import uuid
 from pathlib import Path
 from typing import Any, Iterable
 
-from datasets import Dataset, DatasetDict, Features, Image, IterableDataset, load_dataset, load_from_disk
+from datasets import (
+    Dataset,
+    DatasetDict,
+    Features,
+    Image,
+    IterableDataset,
+    load_dataset_builder,
+    load_from_disk,
+)
+from datasets.filesystems import EXTENSION_TO_COMPRESSION_FS_FILE_CLS
+from datasets.packaged_modules.webdataset.webdataset import WebDataset
+from datasets.utils.info_utils import is_small_dataset
+
+logger = logging.getLogger(__name__)
 
 # The data-file suffixes `datasets` infers a builder from, which a source given as files may use; img2dataset's
 # webdataset shards are `.tar` files.
 DATA_FILE_SUFFIXES = (".parquet", ".csv", ".json", ".jsonl", ".arrow", ".tar")
 OUTPUT_FORMATS = ("saved", "parquet", "webdataset")
+# webdataset fields that hold text (datasets' `text_loads`): decoded with replacement characters when not UTF-8.
+TEXT_FIELDS = ("txt", "text", "transcript")
+
+
+class EmptyDatasetError(ValueError):
+    """A dataset to read or write has no rows (the message says where, and why when a CAT report says it)."""
+
+
+def _field_extension(field: str) -> str:
+    """The data extension of a webdataset field: `txt` for `txt` and for `txt.gz`."""
+    parts = field.lower().split(".")
+    if len(parts) > 1 and "." + parts[-1] in EXTENSION_TO_COMPRESSION_FS_FILE_CLS:
+        return parts[-2]
+    return parts[-1]
+
+
+def decode_shard_fields(example: dict, shard: str) -> dict:
+    """Decode the raw fields of one webdataset sample with `datasets`' decoders, one at a time: a text field that is
+    not UTF-8 keeps its readable part (bad bytes become U+FFFD), any other field that fails becomes None, and each
+    failure is logged with the shard, the key and the field."""
+    for field, value in example.items():
+        if field.startswith("__") or not isinstance(value, (bytes, bytearray)):
+            continue
+        extension = _field_extension(field)
+        decoder = WebDataset.DECODERS.get(extension)
+        if decoder is None:  # images, audio, ...: bytes, decoded later by their feature
+            continue
+        try:
+            example[field] = decoder(value)
+        except Exception as error:  # one bad member must not stop the pass over every shard
+            text = extension in TEXT_FIELDS
+            example[field] = bytes(value).decode("utf-8", errors="replace") if text else None
+            logger.warning("shard %s, sample %r: field %r could not be decoded (%s: %s); %s", shard,
+                           example.get("__key__"), field, type(error).__name__, error,
+                           "bad bytes replaced by U+FFFD" if text else "set to None")
+    return example
+
+
+class TolerantWebDataset(WebDataset):
+    """`datasets`' webdataset builder, with each field decoded on its own (`decode_shard_fields`), so that one
+    undecodable member is a logged, named repair instead of the end of the pass."""
+
+    DECODERS: dict = {}  # the base pipeline leaves every field raw; decode_shard_fields decodes them
+
+    @classmethod
+    def _get_pipeline_from_tar(cls, tar_path, tar_iterator):
+        for example in super()._get_pipeline_from_tar(tar_path, tar_iterator):
+            yield decode_shard_fields(example, tar_path)
+
+
+def _load(path: str, *, name=None, split=None, data_files=None, streaming: bool, cache_dir):
+    """What `datasets.load_dataset` does (resolve a builder, then stream or prepare and read it), with webdataset
+    sources read through `TolerantWebDataset` and an empty split refused as such (datasets would say
+    'Instruction "train" corresponds to no data!')."""
+    builder = load_dataset_builder(path, name, data_files=data_files, cache_dir=cache_dir)
+    if isinstance(builder, WebDataset):
+        builder = TolerantWebDataset(
+            cache_dir=cache_dir, dataset_name=builder.dataset_name, config_name=builder.config.name,
+            hash=builder.hash, base_path=builder.base_path, info=builder.info, data_files=builder.config.data_files,
+            repo_id=builder.repo_id, token=builder.token, storage_options=builder.storage_options)
+    if streaming:
+        return builder.as_streaming_dataset(split=split)
+    builder.download_and_prepare()
+    try:
+        return builder.as_dataset(split=split, in_memory=is_small_dataset(builder.info.dataset_size))
+    except ValueError as error:
+        if "corresponds to no data" in str(error):
+            _refuse_empty(path)
+        raise
+
+
+def _cat_report_near(path: Path) -> str:
+    """What a `report.json` of `examples/filter_cat.py` next to `path` says about the removed pairs ("" if none)."""
+    for candidate in (path / "report.json", path.parent / "report.json"):
+        if not candidate.is_file():
+            continue
+        try:
+            report = json.loads(candidate.read_text()).get("report", {})
+        except (ValueError, AttributeError):
+            continue
+        removed = {k[len("removed_by_"):]: v for k, v in report.items() if k.startswith("removed_by_") and v}
+        if "total" in report and removed:
+            rules = ", ".join(f"{rule} {count}" for rule, count in removed.items())
+            return f" — CAT removed all {report['total']} pairs ({candidate}): {rules}"
+    return ""
+
+
+def _refuse_empty(source: str) -> None:
+    path = Path(source).expanduser()
+    raise EmptyDatasetError(f"the dataset at {source} has no rows{_cat_report_near(path)}")
 
 
 def load_source(source: str | os.PathLike | list[str], *, split: str = "train", streaming: bool = False,
@@ -49,9 +166,12 @@ def load_source(source: str | os.PathLike | list[str], *, split: str = "train", 
 
     Raises:
         FileNotFoundError: a local path (or glob) that does not exist or holds no data files.
+        EmptyDatasetError: the dataset (not a stream) has no rows; the message adds the CAT report found next to it.
         ValueError: files of several formats, or a split the data does not have.
     """
     dataset = _open_source(source, split=split, streaming=streaming, cache_dir=cache_dir, name=name)
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        _refuse_empty(os.fspath(source) if not isinstance(source, (list, tuple)) else str(source[0]))
     if limit is None:
         return dataset
     return dataset.take(limit) if isinstance(dataset, IterableDataset) else dataset.select(range(min(limit,
@@ -71,12 +191,15 @@ def _open_source(source, *, split, streaming, cache_dir, name) -> Dataset | Iter
     path = Path(source).expanduser()
     if path.is_dir():
         if (path / "dataset_info.json").exists() or (path / "dataset_dict.json").exists():
+            state = path / "state.json"
+            if state.is_file() and not json.loads(state.read_text()).get("_data_files"):
+                _refuse_empty(source)  # load_from_disk fails on it with an IndexError
             dataset = load_from_disk(str(path))
             if isinstance(dataset, DatasetDict):
                 dataset = _pick_split(dataset, split, source)
             return dataset.to_iterable_dataset() if streaming else dataset
         try:
-            splits = load_dataset(str(path.resolve()), streaming=streaming, cache_dir=cache_dir)
+            splits = _load(str(path.resolve()), streaming=streaming, cache_dir=cache_dir)
         except FileNotFoundError as error:  # datasets' EmptyDatasetError: no file it can read
             raise FileNotFoundError(f"{source}: no saved dataset, data files or images found there ({error})"
                                     ) from error
@@ -88,7 +211,7 @@ def _open_source(source, *, split, streaming, cache_dir, name) -> Dataset | Iter
         return _from_files(files, split=split, streaming=streaming, cache_dir=cache_dir)
     if _looks_local(source):
         raise FileNotFoundError(f"{source}: no such file or folder (a Hub dataset name looks like 'user/name')")
-    return load_dataset(source, name, split=split, streaming=streaming, cache_dir=cache_dir)
+    return _load(source, name=name, split=split, streaming=streaming, cache_dir=cache_dir)
 
 
 def _from_files(files: list[str], *, split, streaming, cache_dir) -> Dataset | IterableDataset:
@@ -100,7 +223,7 @@ def _from_files(files: list[str], *, split, streaming, cache_dir) -> Dataset | I
         raise ValueError(f"the files mix formats {sorted(suffixes)}; point at one kind")
     files = [str(Path(f).resolve()) for f in files]
     base = os.path.commonpath([str(Path(f).parent) for f in files])
-    return load_dataset(base, data_files={split: files}, split=split, streaming=streaming, cache_dir=cache_dir)
+    return _load(base, data_files={split: files}, split=split, streaming=streaming, cache_dir=cache_dir)
 
 
 def _pick_split(splits, split: str, source: str):
@@ -149,13 +272,15 @@ def write_shards(rows: Iterable[dict], folder: str, *, image_column: str, captio
     `{key}.txt` (the caption) and `{key}.json` (every other JSON-serialisable column).
 
     Returns:
-        The shard paths.
+        The shard paths (none for no rows).
     """
     import webdataset
 
     os.makedirs(folder, exist_ok=True)
+    written = 0
     with webdataset.ShardWriter(os.path.join(folder, "%05d.tar"), maxcount=shard_size, verbose=0) as sink:
         for index, row in enumerate(rows):
+            written += 1
             key = str(row.get("__key__") or f"{index:09d}")
             sample = {"__key__": key}
             data = _image_bytes(row.get(image_column))
@@ -168,26 +293,47 @@ def write_shards(rows: Iterable[dict], folder: str, *, image_column: str, captio
                          if k not in (image_column, caption_column, "json", "__key__", "__url__") and _jsonable(v)})
             sample["json"] = json.dumps(meta).encode()
             sink.write(sample)
-    return sorted(glob.glob(os.path.join(folder, "*.tar")))
+    shards = sorted(glob.glob(os.path.join(folder, "*.tar")))
+    if not written:  # no rows: no shard (an empty tar is no webdataset)
+        for shard in shards:
+            os.remove(shard)
+        return []
+    return shards
 
 
 def save_dataset(dataset: Dataset | IterableDataset, output_dir: str, *, format: str, image_column: str,
                  caption_column: str | None = None, features: Features | None = None) -> str:
     """Write `dataset` under `output_dir` as a saved dataset (`data/`), parquet (`data.parquet`) or shards
-    (`shards/`). A stream is consumed once, in this process; returns the path written."""
+    (`shards/`). A stream is consumed once, in this process; returns the path written.
+
+    Raises:
+        EmptyDatasetError: the dataset has no rows; nothing is left under `output_dir` (an empty saved dataset
+            is a folder that `load_from_disk` cannot read).
+    """
     if format not in OUTPUT_FORMATS:
         raise ValueError(f"format must be one of {OUTPUT_FORMATS}, got {format!r}")
+    if isinstance(dataset, Dataset) and len(dataset) == 0:
+        raise EmptyDatasetError(f"nothing to write to {output_dir}: the dataset has no rows")
     if format == "webdataset":
         folder = os.path.join(output_dir, "shards")
-        write_shards(dataset, folder, image_column=image_column, caption_column=caption_column)
+        if not write_shards(dataset, folder, image_column=image_column, caption_column=caption_column):
+            shutil.rmtree(folder, ignore_errors=True)
+            raise EmptyDatasetError(f"nothing to write to {folder}: the stream had no rows")
         return folder
     cache = os.path.join(output_dir, ".generator_cache")
     if isinstance(dataset, IterableDataset):
         # A fresh generation every time (the nonce defeats the generator cache): a stream's live report counts
         # only the rows that actually flow through it.
-        stream = dataset
-        dataset = Dataset.from_generator(_rows, gen_kwargs={"stream": stream, "nonce": uuid.uuid4().hex},
-                                         features=features or stream.features, cache_dir=cache)
+        stream, rows = dataset, _Counted()
+        try:
+            dataset = Dataset.from_generator(_rows, gen_kwargs={"stream": stream, "nonce": uuid.uuid4().hex,
+                                                                "counted": rows},
+                                             features=features or stream.features, cache_dir=cache)
+        except Exception:
+            shutil.rmtree(cache, ignore_errors=True)
+            if rows.finished and rows.count == 0:  # datasets: 'Instruction "train" corresponds to no data!'
+                raise EmptyDatasetError(f"nothing to write to {output_dir}: the stream had no rows") from None
+            raise
     if format == "saved":
         path = os.path.join(output_dir, "data")
         dataset.save_to_disk(path)
@@ -198,5 +344,20 @@ def save_dataset(dataset: Dataset | IterableDataset, output_dir: str, *, format:
     return path
 
 
-def _rows(stream: IterableDataset, nonce: str):
-    yield from stream
+class _Counted:
+    """How many rows a generator yielded (in this process), and whether it ran to its end."""
+
+    def __init__(self):
+        self.count, self.finished = 0, False
+
+    def __reduce__(self):  # the generator cache fingerprints gen_kwargs: hash it as a fresh counter
+        return (_Counted, ())
+
+
+def _rows(stream: IterableDataset, nonce: str, counted: _Counted | None = None):
+    for row in stream:
+        if counted is not None:
+            counted.count += 1
+        yield row
+    if counted is not None:
+        counted.finished = True

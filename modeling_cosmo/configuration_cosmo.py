@@ -69,7 +69,7 @@ class CosmoTextConfig(BertConfig):
             )
 
 
-HARD_NEGATIVE_MODES = ("argmax", "sample")
+HARD_NEGATIVE_MODES = ("argmax", "sample", "random")
 ITC_LOSSES = ("itc", "hn_nce")
 
 
@@ -100,7 +100,9 @@ class CosmoConfig(PreTrainedConfig):
             papers write down through both sides.
         hard_negative_mode (`str`, defaults to `"argmax"`): how ITM negatives are chosen from the ITC similarities:
             `"argmax"`, the hardest in-batch candidate (GRIT-VLP arXiv 2208.04060, §hard-negative ITM; COSMO), or
-            `"sample"`, drawn from their softmax (ALBEF §3.2).
+            `"sample"`, drawn from their softmax (ALBEF §3.2), or `"random"`, uniform among the valid candidates
+            (ours: plain ITM negatives, for training a discriminator whose distinctions are too fine for hard negatives
+            from scratch).
         initializer_range (`float`, defaults to 0.02): standard deviation of the initialisation of the heads.
 
     Example:

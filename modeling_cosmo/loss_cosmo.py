@@ -175,7 +175,7 @@ def select_hard_negatives(
         logits: `(A, C)` similarities (e.g. `logits_per_text` to find images for texts); detached internally.
         anchor_ids: `(A,)` image id of each anchor, optional.
         candidate_ids: `(C,)` image id of each candidate; `anchor_ids` when omitted and A == C.
-        mode: `"argmax"` or `"sample"`.
+        mode: `"argmax"`, `"sample"` or `"random"` (uniform among the valid candidates: plain ITM negatives).
         num_negatives: negatives per anchor, in decreasing similarity (`"argmax"`) or draw order (`"sample"`).
         exclude_diagonal: exclude column i for row i (the square in-batch case).
         generator: random generator for `"sample"`.
@@ -190,8 +190,8 @@ def select_hard_negatives(
         >>> select_hard_negatives(logits, torch.tensor([0, 0, 1])).squeeze(1).tolist()  # rows 0 and 1: same image
         [2, 2, 1]
     """
-    if mode not in ("argmax", "sample"):
-        raise ValueError(f"mode must be 'argmax' or 'sample', got {mode!r}")
+    if mode not in ("argmax", "sample", "random"):
+        raise ValueError(f"mode must be 'argmax', 'sample' or 'random', got {mode!r}")
     if logits.dim() != 2:
         raise ValueError(f"logits must be (anchors, candidates), got shape {tuple(logits.shape)}")
     num_anchors, num_candidates = logits.shape
@@ -205,7 +205,9 @@ def select_hard_negatives(
                 raise ValueError("candidate_ids are needed when anchors and candidates differ in number")
             candidate_ids = anchor_ids
         invalid |= anchor_ids.view(-1, 1).to(scores.device) == candidate_ids.view(1, -1).to(scores.device)
-    if mode == "sample":
+    if mode == "random":
+        scores = torch.zeros_like(scores)  # uniform over the valid candidates: Gumbel noise alone
+    if mode in ("sample", "random"):
         # Gumbel-max: argmax(s + G), G = -log(Exp(1)), is a draw from softmax(s); top-k of it draws k without
         # replacement. The noise is added before masking so that inf noise can never revive an excluded entry.
         noise = torch.empty_like(scores).exponential_(generator=generator).log_().neg_()  # (A, C)

@@ -21,6 +21,8 @@ imports only torch, transformers' public API and its siblings, so it travels wit
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 from torch import nn
 from transformers.modeling_outputs import BaseModelOutputWithPooling
@@ -113,7 +115,13 @@ class CosmoModel(CosmoPreTrainedModel):
     def save_pretrained(self, save_directory, *args, **kwargs):
         """`PreTrainedModel.save_pretrained`; with remote code on, the `auto_map` names all three COSMO classes, whose
         weights are the same, so `AutoModel`, `AutoModelForZeroShotImageClassification` and `AutoModelForPreTraining`
-        load the folder with `trust_remote_code=True` whichever class saved it."""
+        load the folder with `trust_remote_code=True` whichever class saved it.
+
+        The weights are written under the model's own parameter names (`save_original_format=False`): transformers 5
+        re-applies, when saving, the reverse of the key renamings it recorded while loading (BERT's legacy
+        `LayerNorm.gamma`/`beta` → `weight`/`bias`); loading under DeepSpeed ZeRO-3 it records every renaming, matched
+        or not, so the reverse would write `gamma`/`beta` keys that a plain save never writes."""
+        kwargs.setdefault("save_original_format", False)
         result = super().save_pretrained(save_directory, *args, **kwargs)
         if self._auto_class is not None and kwargs.get("is_main_process", True):
             # transformers wrote `auto_map[<this class's Auto class>] = <this class>`; name the canonical classes.
@@ -480,6 +488,7 @@ class CosmoForPreTraining(CosmoForImageTextRetrieval):
         itm_negative_pairs: torch.LongTensor | None = None,
         extra_itm_pairs: torch.LongTensor | None = None,
         extra_itm_labels: torch.LongTensor | None = None,
+        itm_pair_selector: Callable[[dict], dict] | None = None,
         return_loss: bool = True,
         interpolate_pos_encoding: bool = False,
         return_dict: bool | None = None,
@@ -509,6 +518,12 @@ class CosmoForPreTraining(CosmoForImageTextRetrieval):
             extra_itm_pairs (`torch.LongTensor` of shape `(E, 2)`, *optional*): extra ITM rows, e.g. mined false
                 negatives converted to positives, with
             extra_itm_labels (`torch.LongTensor` of shape `(E,)`, *optional*): their labels (1 by default).
+            itm_pair_selector (`Callable[[dict], dict]`, *optional*): a trainer's miner, called with this forward's ITC
+                outputs (`logits_per_image`, `logits_per_text`, `image_embeds`, `text_embeds`, ...) before the fusion
+                passes; the arguments it returns (any of `itm_negative_pairs`, `extra_itm_pairs`, `extra_itm_labels`,
+                `itc_targets`, `itc_targets_t2i`, `mlm_input_ids`, `mlm_labels`, `mlm_attention_mask`,
+                `mlm_image_index`) replace the given ones. COSMO's connection mining chooses the ITM pairs from the
+                similarities of the same forward this way, in the one forward a data-parallel wrapper sees.
             return_loss (`bool`, defaults to `True`): compute ITM, MLM and the loss; `False` returns the ITC outputs.
             interpolate_pos_encoding (`bool`): accept another image resolution.
             return_dict (`bool`, *optional*): return a tuple when `False`.
@@ -520,13 +535,18 @@ class CosmoForPreTraining(CosmoForImageTextRetrieval):
                                     interpolate_pos_encoding)
         terms = {}
         if return_loss:
-            terms = pretraining_step(
-                self, outputs, attention_mask=attention_mask, image_id=image_id, itc_targets=itc_targets,
-                itc_targets_t2i=itc_targets_t2i, itc_smoothing=itc_smoothing, mlm_input_ids=mlm_input_ids,
-                mlm_labels=mlm_labels, mlm_attention_mask=mlm_attention_mask, mlm_image_index=mlm_image_index,
-                itm_negative_pairs=itm_negative_pairs, extra_itm_pairs=extra_itm_pairs,
-                extra_itm_labels=extra_itm_labels,
-            )
+            mining = dict(itc_targets=itc_targets, itc_targets_t2i=itc_targets_t2i, mlm_input_ids=mlm_input_ids,
+                          mlm_labels=mlm_labels, mlm_attention_mask=mlm_attention_mask,
+                          mlm_image_index=mlm_image_index, itm_negative_pairs=itm_negative_pairs,
+                          extra_itm_pairs=extra_itm_pairs, extra_itm_labels=extra_itm_labels)
+            if itm_pair_selector is not None:
+                chosen = itm_pair_selector(outputs)
+                unknown = set(chosen) - set(mining)
+                if unknown:
+                    raise ValueError(f"itm_pair_selector returned unknown arguments {sorted(unknown)}")
+                mining.update(chosen)
+            terms = pretraining_step(self, outputs, attention_mask=attention_mask, image_id=image_id,
+                                     itc_smoothing=itc_smoothing, **mining)
         output = CosmoForPreTrainingOutput(**outputs, **terms)
         return_dict = return_dict if return_dict is not None else self.config.return_dict
         return output if return_dict else output.to_tuple()

@@ -56,6 +56,24 @@ AUTO_MAP = {
 }
 
 
+class _SavesOwnParameterNames:
+    """`save_pretrained` writes the weights under the model's own parameter names (`save_original_format=False`).
+
+    transformers 5 re-applies, when saving, the reverse of the key renamings it recorded while loading. It gives
+    CLIP's towers a renaming scoped to them (a tower checkpoint's `text_model.` prefix is dropped on load, so the
+    reverse adds `text_model.` to every key of the `text_model` sub-module). Loading normally, it records only the
+    renamings that matched a key; loading under DeepSpeed ZeRO-3 (`_load_state_dict_into_zero3_model`), it records
+    all of them, matched or not, so a warm-started model saved `text_model.text_model.encoder...` and
+    `vision_model.vision_model....`. A DiHT folder is always written in DiHT's (CLIP's) own names, which load
+    key for key whatever the loader recorded; a folder saved under the doubled names still loads (the renaming
+    matches it), and is written back in the model's names.
+    """
+
+    def save_pretrained(self, save_directory, *args, **kwargs):
+        kwargs.setdefault("save_original_format", False)
+        return super().save_pretrained(save_directory, *args, **kwargs)
+
+
 @dataclass
 class DiHTOutput(CLIPOutput):
     r"""Output of [`DiHTModel`]: CLIP's fields, plus the concept-head logits and the named loss terms.
@@ -93,7 +111,7 @@ class DiHTOutput(CLIPOutput):
     concept_loss: torch.FloatTensor | None = None
 
 
-class DiHTModel(CLIPModel):
+class DiHTModel(_SavesOwnParameterNames, CLIPModel):
     r"""DiHT dual encoder (arXiv 2301.02280): CLIP's towers, HN-NCE as the training loss, optional concept heads.
 
     Outputs follow transformers' CLIP (`logits_per_image`, `logits_per_text`, `text_embeds`, `image_embeds`, `loss`),
@@ -297,7 +315,7 @@ class DiHTTextModel(CLIPTextModel):
                                           r"^concept_heads\."]
 
 
-class DiHTTextModelWithProjection(CLIPTextModelWithProjection):
+class DiHTTextModelWithProjection(_SavesOwnParameterNames, CLIPTextModelWithProjection):
     r"""DiHT's text tower and its projection into the joint space ([`~transformers.CLIPTextModelWithProjection`]
     under a [`DiHTTextConfig`]; `text_embeds` are projected, not normalised). Loads the `text_model.*` and
     `text_projection` weights of a DiHT or CLIP dual-encoder checkpoint."""
@@ -325,7 +343,7 @@ class DiHTVisionModel(CLIPVisionModel):
                                           r"^concept_heads\."]
 
 
-class DiHTVisionModelWithProjection(CLIPVisionModelWithProjection):
+class DiHTVisionModelWithProjection(_SavesOwnParameterNames, CLIPVisionModelWithProjection):
     r"""DiHT's image tower and its projection into the joint space ([`~transformers.CLIPVisionModelWithProjection`]
     under a [`DiHTVisionConfig`]; `image_embeds` are projected, not normalised). Loads the `vision_model.*` and
     `visual_projection` weights of a DiHT or CLIP dual-encoder checkpoint."""
@@ -384,7 +402,7 @@ class DiHTPromptInitialisedHead(nn.Module):
         project_onto_ball_(self.residual_bias, bias_delta)
 
 
-class DiHTForImageClassification(CLIPPreTrainedModel):
+class DiHTForImageClassification(_SavesOwnParameterNames, CLIPPreTrainedModel):
     r"""DiHT's image tower with a prompt-initialised classifier for few-shot adaptation (arXiv 2301.02280, §few-shot).
 
     Solves the paper's problem (arXiv 2301.02280, few-shot adaptation with prompt initialisation)

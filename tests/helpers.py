@@ -180,3 +180,66 @@ def run_example(name: str, argv: list[str]) -> None:
         runpy.run_path(str(script), run_name="__main__")
     finally:
         sys.argv = saved
+
+
+def example_error(name: str, argv: list[str]) -> str:
+    """Run `examples/<name>.py` as `run_example` does, expecting it to stop with a message (`SystemExit`), and return
+    that message; an example that finishes, or stops with a traceback instead, fails the calling test."""
+    import pytest
+
+    with pytest.raises(SystemExit) as stopped:
+        run_example(name, argv)
+    assert isinstance(stopped.value.code, str), f"exit status {stopped.value.code!r} instead of a message"
+    return stopped.value.code
+
+
+def truncate_file(path, keep: float = 0.5) -> None:
+    """Cut a file to a share of its bytes, as an interrupted copy or download leaves it."""
+    path = Path(path)
+    data = path.read_bytes()
+    path.write_bytes(data[: int(len(data) * keep)])
+
+
+# One plain SGD step on CPU: no warm-up, clipping or weight decay, so the update is -lr * gradient, nothing else.
+ONE_SGD_STEP = ["--max_steps", "1", "--optim", "sgd", "--learning_rate", "0.5", "--lr_scheduler_type", "constant",
+                "--warmup_steps", "0", "--weight_decay", "0", "--max_grad_norm", "0", "--logging_steps", "1",
+                "--use_cpu", "true", "--disable_tqdm", "true", "--report_to", "none",
+                "--cat_text_spotting", "false"]  # caption rules only: OCR is tested elsewhere and costs seconds
+
+
+# ---- inputs real web data holds: spacers, banners, broken shard members (issue 13) ---------------------------------
+
+EXTREME_SHAPES = [(4000, 1), (1, 4000), (3000, 2), (5, 2000), (1, 1)]  # spacers, rules, tracking pixels
+
+
+def png_of_size(width: int, height: int, value: int = 255, mode: str = "L") -> bytes:
+    """A PNG of one colour and the given shape (a few hundred bytes even for a long strip)."""
+    return encode(PILImage.new(mode, (width, height), value), "PNG")
+
+
+def banner(width: int, height: int, text: str) -> PILImage.Image:
+    """Black text on a white strip, the letters 60% of the strip's height, from its left end."""
+    from PIL import ImageDraw, ImageFont
+
+    image = PILImage.new("RGB", (width, height), "white")
+    font = ImageFont.load_default(size=max(1, int(height * 0.6)))
+    ImageDraw.Draw(image).text((10, height // 2), text, fill="black", font=font, anchor="lm")
+    return image
+
+
+def write_raw_shard(path, samples: list[dict[str, bytes]]) -> str:
+    """A webdataset `.tar` written member by member: each sample `{"__key__": key, "jpg": bytes, "txt": bytes, ...}`
+    becomes `{key}.{field}` files holding exactly those bytes (so a test can plant a non-UTF-8 caption)."""
+    import io
+    import tarfile
+
+    with tarfile.open(path, "w") as tar:
+        for sample in samples:
+            key = sample["__key__"]
+            for field, data in sample.items():
+                if field == "__key__":
+                    continue
+                info = tarfile.TarInfo(f"{key}.{field}")
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return str(path)

@@ -9,13 +9,30 @@ The recipe-neutral core:
 - `all_gather_with_grad`: the differentiable gather it rests on;
 - `ImageTextCollator`, `ImageLabelCollator`: batches with robust decoding; `plot_training_curves`.
 
-The recipes: DiHT (arXiv 2301.02280) in `trainers.diht`, re-exported here.
+The recipes, re-exported here: DiHT (arXiv 2301.02280) in `trainers.diht`; COSMO (arXiv 2312.06112) in
+`trainers.cosmo`.
 """
 
 from .arguments import ContrastiveTrainingArguments
 from .clamp import ParameterClampCallback, declared_clamps
 from .collators import BatchAddOn, ImageLabelCollator, ImageTextCollator
 from .contrastive_loss import GlobalBatchContrastiveLoss, cross_entropy_rows, multi_positive_targets
+from .cosmo import (
+    BlipDiscriminator,
+    ConnectionMiner,
+    CosmoDiscriminator,
+    CosmoTrainer,
+    CosmoTrainingArguments,
+    GroupedMiniBatchSampler,
+    ITMDiscriminator,
+    MaskedCaptions,
+    MinedBatch,
+    cosmo_train_transform,
+    greedy_chain,
+    itm_prior_loss,
+    mask_rows,
+    mining_quality,
+)
 from .diht import (
     ConceptTargets,
     DeltaBallProjectionCallback,
@@ -35,7 +52,7 @@ from .diht import (
     sample_shots,
     with_lora,
 )
-from .distributed import all_gather_with_grad, is_distributed, rank_and_world_size
+from .distributed import all_gather_values, all_gather_with_grad, is_distributed, rank_and_world_size
 from .plotting import plot_training_curves
 from .sampling import BatchSamplerFactory, EmbeddingTap, TrainBatchSampler, load_sampler_state, save_sampler_state
 from .trainer import ContrastiveTrainer
@@ -43,9 +60,14 @@ from .trainer import ContrastiveTrainer
 __all__ = [
     "BatchAddOn",
     "BatchSamplerFactory",
+    "BlipDiscriminator",
     "ConceptTargets",
+    "ConnectionMiner",
     "ContrastiveTrainer",
     "ContrastiveTrainingArguments",
+    "CosmoDiscriminator",
+    "CosmoTrainer",
+    "CosmoTrainingArguments",
     "DeltaBallProjectionCallback",
     "DiHTTrainer",
     "DiHTTrainingArguments",
@@ -53,24 +75,34 @@ __all__ = [
     "FewShotCandidate",
     "FewShotResult",
     "GlobalBatchContrastiveLoss",
+    "GroupedMiniBatchSampler",
     "HNNCELoss",
+    "ITMDiscriminator",
     "ImageLabelCollator",
     "ImageTextCollator",
     "LoraSettings",
+    "MaskedCaptions",
+    "MinedBatch",
     "ParameterClampCallback",
     "TrainBatchSampler",
+    "all_gather_values",
     "all_gather_with_grad",
     "concept_distillation_loss",
     "concept_targets",
+    "cosmo_train_transform",
     "cross_entropy_rows",
     "declared_clamps",
     "diht_collator",
     "diht_train_transform",
     "few_shot_learning_rate",
     "few_shot_search",
+    "greedy_chain",
     "is_distributed",
+    "itm_prior_loss",
     "load_sampler_state",
+    "mask_rows",
     "merge_lora",
+    "mining_quality",
     "multi_positive_targets",
     "plot_training_curves",
     "rank_and_world_size",

@@ -87,6 +87,8 @@ class GlobalBatchContrastiveLoss(nn.Module):
             working memory is O(chunk_size * B_global). `None`: one block.
         gather: score against the global batch (True) or against this process's batch only (the original ALBEF
             and MAFA code's per-process ITC).
+        detach_candidates: each direction's gradient flows through its anchors only, the candidates being constants
+            (the official ALBEF/GRIT-VLP/MAFA code's `image_feat @ text_feat.detach()`).
 
     Example:
         >>> loss = GlobalBatchContrastiveLoss(cross_entropy_rows)
@@ -96,16 +98,18 @@ class GlobalBatchContrastiveLoss(nn.Module):
         True
     """
 
-    def __init__(self, row_loss: RowLoss = cross_entropy_rows, *, chunk_size: int | None = None, gather: bool = True):
+    def __init__(self, row_loss: RowLoss = cross_entropy_rows, *, chunk_size: int | None = None, gather: bool = True,
+                 detach_candidates: bool = False):
         super().__init__()
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive number of rows or None, got {chunk_size}")
         self.row_loss, self.chunk_size, self.gather = row_loss, chunk_size, gather
+        self.detach_candidates = detach_candidates
 
     def get_config_dict(self) -> dict:
         """The settings a model card reports (sentence-transformers' convention)."""
         return {"row_loss": getattr(self.row_loss, "__name__", type(self.row_loss).__name__),
-                "chunk_size": self.chunk_size, "gather": self.gather}
+                "chunk_size": self.chunk_size, "gather": self.gather, "detach_candidates": self.detach_candidates}
 
     def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor | float,
                 image_targets: Targets = None, text_targets: Targets = None) -> torch.Tensor:
@@ -135,6 +139,8 @@ class GlobalBatchContrastiveLoss(nn.Module):
             all_images, all_texts = gathered[:, :dim], gathered[:, dim:]  # (B_global, D) each
         else:
             all_images, all_texts, offset = image_embeds, text_embeds, 0
+        if self.detach_candidates:
+            all_images, all_texts = all_images.detach(), all_texts.detach()
         num_candidates = all_images.shape[0]
         image_targets = self._targets(image_targets, offset, local, num_candidates, image_embeds.device)
         text_targets = self._targets(text_targets, offset, local, num_candidates, image_embeds.device)

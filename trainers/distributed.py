@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-__all__ = ["all_gather_with_grad", "is_distributed", "rank_and_world_size"]
+__all__ = ["all_gather_values", "all_gather_with_grad", "is_distributed", "rank_and_world_size"]
 
 
 def is_distributed() -> bool:
@@ -87,3 +87,27 @@ def all_gather_with_grad(tensor: torch.Tensor, group=None) -> tuple[torch.Tensor
     sizes = tuple(int(c.item()) for c in counts)
     rank = dist.get_rank(group)
     return _AllGatherWithGrad.apply(tensor, sizes, group), sum(sizes[:rank])
+
+
+def all_gather_values(tensor: torch.Tensor, group=None) -> torch.Tensor:
+    """Every process's `(b_r, ...)` tensor concatenated in rank order, without gradient (ids, labels, counts).
+
+    Row counts may differ between processes; integers are gathered exactly (no float round trip). In a single
+    process it returns `tensor`.
+
+    Example:
+        >>> all_gather_values(torch.tensor([3, 1]))  # one process: a no-op
+        tensor([3, 1])
+    """
+    if not is_distributed():
+        return tensor
+    world_size = dist.get_world_size(group)
+    count = torch.tensor([tensor.shape[0]], device=tensor.device)
+    counts = [torch.zeros_like(count) for _ in range(world_size)]
+    dist.all_gather(counts, count, group=group)
+    sizes = [int(c.item()) for c in counts]
+    padded = tensor.new_zeros((max(sizes), *tensor.shape[1:]))
+    padded[: tensor.shape[0]] = tensor
+    slots = [torch.empty_like(padded) for _ in sizes]
+    dist.all_gather(slots, padded.contiguous(), group=group)
+    return torch.cat([slot[:size] for slot, size in zip(slots, sizes)])
