@@ -12,11 +12,17 @@ Modes:
           subprocess per variant, minus its RSS once the inputs exist)
   fit     memory measured at --fit_batch sizes, a quadratic (dense) / linear (chunked) fit, and the largest B that
           the fit puts under --budget_gb: an extrapolation from the measured points, optionally checked (--verify_gb)
+  distributed  one data-parallel process's share of the global-batch loss at --world sizes, from its b = B / world
+          pairs and the gathered B (the collectives, 3B numbers, not timed): `hn_nce_local_loss` (its block of the
+          logits once, fused backward; chunked with --chunk) against the generic path it replaces (both directions'
+          (b, B) rows through `hn_nce_per_row` in autograd), and world x its time against the dense fused
+          single-process kernel on B (the same logits, once each)
 
 Examples:
   python benchmarks/bench_hn_nce.py --mode speed                  # B = 4096 and 16384, D = 512
   python benchmarks/bench_hn_nce.py --mode memory --batch 16384
   python benchmarks/bench_hn_nce.py --mode fit --budget_gb 16 --verify_gb 10
+  python benchmarks/bench_hn_nce.py --mode distributed --batch 4096 --world 2 8
 The last line of output is a JSON object with every figure.
 """
 
@@ -32,7 +38,7 @@ import time
 import torch
 import torch.nn.functional as F
 
-from modeling_diht.loss_diht import hn_nce_loss, hn_nce_per_row
+from modeling_diht.loss_diht import hn_nce_local_loss, hn_nce_loss, hn_nce_per_row
 
 ALPHA, BETA = 1.0, 0.5  # the third-party defaults of HN-NCE
 LOGIT_SCALE = 100.0  # CLIP's clamp value: the hardest case for stability
@@ -70,27 +76,23 @@ def autograd(images, texts, scale, chunk):
 VARIANTS = {"infonce": infonce, "dense": dense, "chunked": chunked, "autograd": autograd}
 
 
-def step(variant, inputs, chunk):
-    VARIANTS[variant](*inputs, chunk).backward()
-    for x in inputs:
-        x.grad = None
-
-
 def sync(device: str):
     if device.startswith("cuda"):
         torch.cuda.synchronize()
 
 
+def backward_once(function, inputs, *extra):
+    function(*inputs, *extra).backward()
+    for x in inputs:
+        x.grad = None
+
+
+def step(variant, inputs, chunk):
+    backward_once(VARIANTS[variant], inputs, chunk)
+
+
 def time_variant(variant, inputs, chunk, repeats, device) -> float:
-    step(variant, inputs, chunk)  # warm-up
-    times = []
-    for _ in range(repeats):
-        sync(device)
-        start = time.perf_counter()
-        step(variant, inputs, chunk)
-        sync(device)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    return time_call(VARIANTS[variant], inputs, repeats, device, chunk)
 
 
 def run_speed(args) -> dict:
@@ -113,6 +115,61 @@ def run_speed(args) -> dict:
             f"chunked (chunk {best_chunk}) / dense = {row['chunked_over_dense']:.2f}x",
             flush=True,
         )
+        results[str(batch)] = row
+        del inputs
+    return results
+
+
+def local_fused(images, texts, scale, rows, chunk):
+    """This process's share (its first `rows` pairs, offset 0) with the fused block kernel."""
+    return hn_nce_local_loss(images[:rows], images.detach(), texts, scale, 0, ALPHA, BETA, chunk_size=chunk)
+
+
+def local_autograd(images, texts, scale, rows, chunk):
+    """The generic path: this process's image->text and text->image rows over all B candidates, plain autograd."""
+    target = torch.arange(rows, device=images.device)
+    image_to_text = (images[:rows] * scale) @ texts.T  # (b, B)
+    text_to_image = (texts[:rows] * scale) @ images.T  # (b, B)
+    return 0.5 * (hn_nce_per_row(image_to_text, target, ALPHA, BETA).sum()
+                  + hn_nce_per_row(text_to_image, target, ALPHA, BETA).sum()) / len(images)
+
+
+def time_call(function, inputs, repeats, device, *extra) -> float:
+    backward_once(function, inputs, *extra)  # warm-up
+    times = []
+    for _ in range(repeats):
+        sync(device)
+        start = time.perf_counter()
+        backward_once(function, inputs, *extra)
+        sync(device)
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def run_distributed(args) -> dict:
+    results = {}
+    for batch in args.batch:
+        inputs = make_inputs(batch, args.dim, args.device)
+        dense_time = time_variant("dense", inputs, None, args.repeats, args.device)
+        row = {"dense_single_process": dense_time}
+        print(f"B={batch:6d} dense fused, one process {dense_time * 1e3:10.1f} ms", flush=True)
+        for world in args.world:
+            rows = batch // world
+            fused = time_call(local_fused, inputs, args.repeats, args.device, rows, None)
+            plain = time_call(local_autograd, inputs, args.repeats, args.device, rows, None)
+            chunked = {chunk: time_call(local_fused, inputs, args.repeats, args.device, rows, chunk)
+                       for chunk in args.chunk}
+            best = min(chunked, key=chunked.get)
+            row[str(world)] = {
+                "rows_per_process": rows, "fused": fused, "autograd": plain, f"fused_chunk_{best}": chunked[best],
+                "autograd_over_fused": plain / fused,
+                "world_x_fused_over_dense": world * fused / dense_time,
+                "world_x_fused_chunked_over_dense": world * chunked[best] / dense_time,
+            }
+            print(f"B={batch:6d} world {world:3d} (b={rows}): fused {fused * 1e3:8.1f} ms, chunk {best} "
+                  f"{chunked[best] * 1e3:8.1f} ms, autograd {plain * 1e3:8.1f} ms; autograd / fused "
+                  f"{plain / fused:.2f}x; world x fused / dense {world * fused / dense_time:.2f}x "
+                  f"(chunked {world * chunked[best] / dense_time:.2f}x)", flush=True)
         results[str(batch)] = row
         del inputs
     return results
@@ -217,7 +274,8 @@ def run_fit(args) -> dict:
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--mode", choices=("speed", "memory", "fit"), default="speed")
+    parser.add_argument("--mode", choices=("speed", "memory", "fit", "distributed"), default="speed")
+    parser.add_argument("--world", type=int, nargs="+", default=[2, 8], help="distributed: processes simulated")
     parser.add_argument("--batch", type=int, nargs="+", default=[4096, 16384], help="batch sizes B")
     parser.add_argument("--dim", type=int, default=512, help="embedding width D")
     parser.add_argument("--chunk", type=int, nargs="+", default=[256], help="chunk sizes (memory/fit: the first)")
@@ -238,7 +296,7 @@ def main():
         return
     print(f"device {args.device}, threads {torch.get_num_threads()}, D={args.dim}, alpha={ALPHA}, beta={BETA}",
           flush=True)
-    run = {"speed": run_speed, "memory": run_memory, "fit": run_fit}[args.mode]
+    run = {"speed": run_speed, "memory": run_memory, "fit": run_fit, "distributed": run_distributed}[args.mode]
     results = run(args)
     summary = {"mode": args.mode, "device": args.device, "threads": torch.get_num_threads(), "dim": args.dim,
                "alpha": ALPHA, "beta": BETA, "logit_scale": LOGIT_SCALE, "results": results}

@@ -53,8 +53,11 @@ TRAINING_LABELS = {
     "itc_loss": "ITC term",
     "hard_negative_mode": "ITM hard negatives",
     "mlm_probability": "MLM masking probability",
+    "itc_scope": "ITC candidates",
     "grouped_batches": "GRIT grouped mini-batches",
+    "grit_grouping": "GRIT grouping scope",
     "connection_mining": "connection mining (ECM)",
+    "ecm_thresholds": "ECM thresholds on the discriminator's match probability",
 }
 
 

@@ -116,8 +116,9 @@ def eval_results_from(results: Iterable[Mapping[str, Any]]) -> list[EvalResult]:
     Zero-shot protocols of DiHT (arXiv 2301.02280) and COSMO (arXiv 2312.06112): classification gives
     task type `zero-shot-image-classification` with metric types `accuracy` (top-1) and `top_<k>_accuracy`;
     retrieval gives task type `zero-shot-cross-modal-retrieval` with `image_to_text_recall_at_<k>` and
-    `text_to_image_recall_at_<k>` (and `reranked_...` after ITM re-ranking). Values become percentages rounded to 0.01. The record's `protocol` (prompt
-    templates, caption wrapping, ...) becomes each metric's `args`; the dataset's `config`, `split` and `revision`
+    `text_to_image_recall_at_<k>` (and `reranked_...` after ITM re-ranking). Values become percentages rounded to
+    0.01. The record's `protocol` (prompt templates, caption wrapping, ...) becomes each metric's `args`, the
+    re-ranking settings (`rerank_k`, `rescorer`) those of the re-ranked metrics only; the dataset's `config`, `split` and `revision`
     go to the model-index, other dataset keys (`num_images`, ...) only to the card's table.
 
     Args:
@@ -158,7 +159,7 @@ def eval_results_from(results: Iterable[Mapping[str, Any]]) -> list[EvalResult]:
                 metric_type=metric_type,
                 metric_name=metric_name,
                 metric_value=value,
-                metric_args=protocol,
+                metric_args=_protocol_of(metric_type, protocol),
             )
             for metric_type, metric_name, value in _metrics_of(task, metrics, index)
         ]
@@ -169,6 +170,17 @@ def eval_results_from(results: Iterable[Mapping[str, Any]]) -> list[EvalResult]:
         seen[identifier] = index
         converted.extend(entries)
     return converted
+
+
+# Protocol keys that describe the ITM re-ranking (ALBEF's, arXiv 2107.07651): they belong to the re-ranked metrics
+# only, not to the similarity-only recalls of the same record.
+RERANK_PROTOCOL_KEYS = ("rerank_k", "rescorer")
+
+
+def _protocol_of(metric_type: str, protocol: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not protocol or metric_type.startswith("reranked_"):
+        return protocol
+    return {key: value for key, value in protocol.items() if key not in RERANK_PROTOCOL_KEYS} or None
 
 
 def _protocol(record: Mapping[str, Any]) -> dict[str, Any]:

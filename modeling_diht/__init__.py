@@ -25,7 +25,7 @@ from transformers.models.auto.modeling_auto import (
 )
 
 from .configuration_diht import DIHT_PRESETS, DiHTConfig, DiHTTextConfig, DiHTVisionConfig
-from .loss_diht import hn_nce_loss, hn_nce_per_row
+from .loss_diht import hn_nce_local_loss, hn_nce_loss, hn_nce_per_row
 from .modeling_diht import AUTO_MAP as DIHT_AUTO_MAP
 from .modeling_diht import (
     DiHTForImageClassification,
@@ -80,6 +80,7 @@ __all__ = [
     "DiHTVisionConfig",
     "DiHTVisionModel",
     "DiHTVisionModelWithProjection",
+    "hn_nce_local_loss",
     "hn_nce_loss",
     "hn_nce_per_row",
     "project_onto_ball_",

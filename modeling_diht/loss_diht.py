@@ -33,11 +33,11 @@ where it equals CLIP's loss of a 1 x 1 logit matrix (cross-entropy of a single c
 """
 
 import math
-from typing import Optional, Union
+from typing import Callable, Optional, Union
 
 import torch
 
-__all__ = ["concept_distillation_loss", "hn_nce_loss", "hn_nce_per_row"]
+__all__ = ["concept_distillation_loss", "hn_nce_local_loss", "hn_nce_loss", "hn_nce_per_row"]
 
 
 def _compute_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -169,21 +169,30 @@ def _blocks(n: int, chunk_size: int) -> list[tuple[int, int]]:
 class _TiledHNNCE(torch.autograd.Function):
     """Both directions of HN-NCE in row blocks: O(B) saved statistics, O(chunk * B) working memory.
 
-    Statistics are kept relative to the negatives' max of each row and (running, online) of each column, and the
-    backward recomputes exactly those differences, so its exps match the forward's normalisers to rounding.
+    The rows are b anchor images (all B in one process; one process's share under data parallelism, starting at
+    global row `offset`) against all B texts. Row statistics are complete in each block; column statistics are
+    accumulated online over the blocks and, across processes, combined by `reduce_columns` (every process then
+    holds the statistics of all B columns). Statistics are kept relative to the negatives' max of each row and
+    column, and the backward recomputes exactly those differences, so its exps match the forward's normalisers to
+    rounding. The value is `(sum of this process's row losses + sum of its own columns' losses) / (2B)`; the
+    gradient is that of this process's block of logits in the loss of all rows and all columns, so that the sum over
+    processes is the gradient of the global loss (what data-parallel training's reduction forms).
     """
 
     @staticmethod
-    def forward(ctx, image_embeds, text_embeds, logit_scale, alpha, beta, detach_weights, chunk_size):
+    def forward(ctx, image_embeds, text_embeds, logit_scale, alpha, beta, detach_weights, chunk_size, offset=0,
+                column_dots=None, reduce_columns=None):
         dtype = _compute_dtype(image_embeds.dtype)
-        images, texts = image_embeds.to(dtype), text_embeds.to(dtype)  # (B, D)
+        images, texts = image_embeds.to(dtype), text_embeds.to(dtype)  # (b, D) anchors, (B, D) all texts
         scale = logit_scale.detach().to(dtype).reshape(())
-        n = images.shape[0]
-        blocks = _blocks(n, chunk_size)
-        dots = (images * texts).sum(1)  # (B,) I_i . T_i
-        positive = scale * dots  # (B,) S_ii
+        b, n = images.shape[0], texts.shape[0]
+        own = slice(offset, offset + b)  # this process's columns (its pairs' texts)
+        blocks = _blocks(b, chunk_size)
+        dots = (images * texts[own]).sum(1)  # (b,) I_i . T_i
+        positive = scale * dots  # (b,) S_ii
+        col_positive = positive if column_dots is None else scale * column_dots.to(dtype)  # (B,) every S_jj
         factors = (1 + beta, beta) if beta > 0 else (1.0,)
-        row_max = torch.empty(n, dtype=dtype, device=images.device)
+        row_max = torch.empty(b, dtype=dtype, device=images.device)
         col_max = torch.full((n,), float("-inf"), dtype=dtype, device=images.device)
         row_lse = [torch.empty_like(row_max) for _ in factors]  # LSE_j of factor * (S_ij - row_max_i)
         col_lse = [torch.full_like(col_max, float("-inf")) for _ in factors]  # same over i, minus col_max_j
@@ -192,11 +201,13 @@ class _TiledHNNCE(torch.autograd.Function):
         for start, stop in blocks:
             c = stop - start
             logits = torch.mm(images[start:stop] * scale, texts.T, out=logits_buf[:c])  # (c, B)
-            logits.diagonal(start).fill_(float("-inf"))  # entries (r, start + r) are the positives
-            # Columns: online LSE, rescaled when this block raises a column's max (finite: blocks have >= 2 rows).
+            logits.diagonal(offset + start).fill_(float("-inf"))  # entries (r, offset + start + r): positives
+            # Columns: online LSE, rescaled when this block raises a column's max. A column may still have no
+            # negative (a block of one row holding its positive): its max stays -inf and its LSE -inf.
             new_col_max = torch.maximum(col_max, logits.amax(0))  # (B,)
-            rescale = col_max - new_col_max  # (B,) <= 0
-            diff = torch.sub(logits, new_col_max, out=diff_buf[:c])  # (c, B)
+            shift = torch.where(new_col_max == float("-inf"), 0.0, new_col_max)  # (B,) finite
+            rescale = col_max - shift  # (B,) <= 0, -inf where there was nothing yet
+            diff = torch.sub(logits, shift, out=diff_buf[:c])  # (c, B)
             for k, factor in enumerate(factors):
                 block_lse = torch.mul(diff, factor, out=exp_buf[:c]).exp_().sum(0).log_()  # (B,)
                 torch.logaddexp(col_lse[k].add_(rescale, alpha=factor), block_lse, out=col_lse[k])
@@ -206,14 +217,16 @@ class _TiledHNNCE(torch.autograd.Function):
             diff = logits.sub_(row_max[start:stop, None])  # (c, B)
             for k, factor in enumerate(factors):
                 row_lse[k][start:stop] = torch.mul(diff, factor, out=exp_buf[:c]).exp_().sum(1).log_()
+        if reduce_columns is not None:  # the other processes' rows: every column's statistics over all B rows
+            col_max, col_lse = reduce_columns(col_max, col_lse, factors)
 
-        def direction(max_, lse):  # per-anchor loss and log p_neg
-            loss, u = _loss_from_statistics(max_ - positive, lse[0], lse[1] if beta > 0 else None, n - 1, alpha)
+        def direction(max_, lse, positive_):  # per-anchor loss and log p_neg
+            loss, u = _loss_from_statistics(max_ - positive_, lse[0], lse[1] if beta > 0 else None, n - 1, alpha)
             return loss, u - loss
 
-        row_loss, row_log_p_neg = direction(row_max, row_lse)
-        col_loss, col_log_p_neg = direction(col_max, col_lse)
-        loss = 0.5 * (row_loss.mean() + col_loss.mean())
+        row_loss, row_log_p_neg = direction(row_max, row_lse, positive)
+        col_loss, col_log_p_neg = direction(col_max, col_lse, col_positive)
+        loss = 0.5 * (row_loss.sum() + col_loss[own].sum()) / n
 
         # dL/dS_rj (j != r) is a sum of exp(factor * (S_rj - max) + bias) terms: the (1+beta)-term and (unless
         # detached) the beta-term, of both directions. The biases hold log p_neg, the coefficient and 1 / (2B).
@@ -228,9 +241,9 @@ class _TiledHNNCE(torch.autograd.Function):
                 row_log_p_neg + (log_half_mean + math.log(beta)) - row_lse[1],
                 col_log_p_neg + (log_half_mean + math.log(beta)) - col_lse[1],
             ]
-        diagonal_grad = -(row_log_p_neg.exp() + col_log_p_neg.exp()) / (2 * n)  # (B,) dL/dS_ii
+        diagonal_grad = -(row_log_p_neg.exp() + col_log_p_neg[own].exp()) / (2 * n)  # (b,) dL/dS_ii
         ctx.save_for_backward(image_embeds, text_embeds, logit_scale, dots, diagonal_grad, row_max, col_max, *biases)
-        ctx.beta, ctx.blocks = beta, blocks
+        ctx.beta, ctx.blocks, ctx.offset = beta, blocks, offset
         return loss
 
     @staticmethod
@@ -242,18 +255,21 @@ class _TiledHNNCE(torch.autograd.Function):
     def _backward(ctx, grad_output):
         image_embeds, text_embeds, logit_scale, dots, diagonal_grad, row_max, col_max, *biases = ctx.saved_tensors
         dtype = dots.dtype
-        images, texts = image_embeds.to(dtype), text_embeds.to(dtype)  # (B, D)
+        images, texts = image_embeds.to(dtype), text_embeds.to(dtype)  # (b, D), (B, D)
         scale = logit_scale.detach().to(dtype).reshape(())
-        n, beta = images.shape[0], ctx.beta
+        b, n, beta, offset = images.shape[0], texts.shape[0], ctx.beta, ctx.offset
+        own = slice(offset, offset + b)
         # Exp terms as (is_row, factor, bias, sign): the beta-terms are subtracted.
         terms = [(True, 1 + beta, biases[0], 1), (False, 1 + beta, biases[1], 1)]
         if len(biases) == 4:
             terms += [(True, beta, biases[2], -1), (False, beta, biases[3], -1)]
 
-        # Diagonal (positive) entries first: rank one, O(B D).
-        diag = (diagonal_grad * scale)[:, None]  # (B, 1)
-        grad_images = diag * texts  # (B, D)
-        grad_texts = diag * images  # (B, D)
+        # Diagonal (positive) entries first: rank one, O(b D).
+        diag = (diagonal_grad * scale)[:, None]  # (b, 1)
+        grad_images = diag * texts[own]  # (b, D)
+        grad_texts = torch.zeros_like(texts) if b < n else diag * images  # (B, D)
+        if b < n:
+            grad_texts[own] = diag * images
         grad_scale = (diagonal_grad * dots).sum()
         logits_buf = images.new_empty(max(stop - start for start, stop in ctx.blocks), n)
         col_diff_buf, grad_buf = torch.empty_like(logits_buf), torch.empty_like(logits_buf)
@@ -262,7 +278,7 @@ class _TiledHNNCE(torch.autograd.Function):
             c = stop - start
             scaled = images[start:stop] * scale  # (c, D)
             logits = torch.mm(scaled, texts.T, out=logits_buf[:c])  # (c, B), recomputed as in forward
-            logits.diagonal(start).fill_(float("-inf"))  # the exp terms vanish on the diagonal
+            logits.diagonal(offset + start).fill_(float("-inf"))  # the exp terms vanish on the diagonal
             col_diff = torch.sub(logits, col_max, out=col_diff_buf[:c])  # (c, B)
             row_diff = logits.sub_(row_max[start:stop, None])  # (c, B)
             grad = grad_buf[:c]  # (c, B) dL/dS of the block, off-diagonal
@@ -286,6 +302,9 @@ class _TiledHNNCE(torch.autograd.Function):
             grad_images.mul_(grad_output).to(image_embeds.dtype),
             grad_texts.mul_(grad_output).to(text_embeds.dtype),
             grad_scale_out,
+            None,
+            None,
+            None,
             None,
             None,
             None,
@@ -368,6 +387,78 @@ def hn_nce_loss(
         loss = _TiledHNNCE.apply(
             image_embeds, text_embeds, logit_scale, float(alpha), float(beta), detach_weights, int(chunk_size or n)
         )
+    return loss.to(image_embeds.dtype)
+
+
+def hn_nce_local_loss(
+    image_embeds: torch.Tensor,
+    all_image_embeds: torch.Tensor,
+    all_text_embeds: torch.Tensor,
+    logit_scale: torch.Tensor,
+    offset: int,
+    alpha: float = 1.0,
+    beta: float = 0.5,
+    *,
+    detach_weights: bool = False,
+    chunk_size: Optional[int] = None,
+    reduce_columns: Optional[Callable] = None,
+) -> torch.Tensor:
+    """One data-parallel process's share of the global-batch HN-NCE, with the fused tiled forward and backward.
+
+    The process holds b pairs, rows `offset .. offset + b` of the global batch of B, and the gathered embeddings of
+    all B. It computes only its block of the logits, `S[offset:offset+b, :]` (b x B): its images' rows are complete
+    there; each text's column gets this block's part of its statistics, and `reduce_columns` combines the parts of
+    all processes (an all-reduce of a max and of two sums per column: 3B numbers). Each logit is then computed once
+    over all processes, as in the single-process kernel, instead of twice (once per direction) as a loss over
+    (b, B) rows in each direction does; and the backward is the hand-written one of `hn_nce_loss`.
+
+    Args:
+        image_embeds: `(b, D)` this process's L2-normalised image embeddings (with gradient).
+        all_image_embeds: `(B, D)` all processes' image embeddings; only their values are used (the positives
+            I_j . T_j of the columns), so they may be detached.
+        all_text_embeds: `(B, D)` all processes' text embeddings (with gradient: a differentiable gather).
+        logit_scale: one-element tensor, the multiplier 1/tau.
+        offset: the global row of this process's first pair.
+        alpha, beta, detach_weights, chunk_size: as `hn_nce_loss`.
+        reduce_columns: `(col_max (B,), col_lse list of (B,), factors) -> (col_max, col_lse)` over all processes;
+            `None`: this process is the whole batch.
+
+    Returns:
+        `(sum of this process's image-to-text losses + sum of its texts' text-to-image losses) / (2B)`: summed over
+        processes, the global loss. Its gradient is this process's block's share of the gradient of the global loss:
+        summed over processes (a gather's backward, data-parallel averaging times the number of processes) it is the
+        gradient of the global loss. With `offset=0`, all B rows and no `reduce_columns` it equals `hn_nce_loss`.
+
+    References:
+        Radenovic et al., arXiv 2301.02280 (HN-NCE); Cheng et al., arXiv 2410.17243 (tiles of the logits, their
+        statistics combined across devices).
+
+    Example:
+        >>> images = torch.nn.functional.normalize(torch.randn(6, 4), dim=-1)
+        >>> texts = torch.nn.functional.normalize(torch.randn(6, 4), dim=-1)
+        >>> scale = torch.tensor(10.0)
+        >>> local = hn_nce_local_loss(images, images, texts, scale, offset=0)
+        >>> torch.allclose(local, hn_nce_loss(images, texts, scale))
+        True
+    """
+    b, n = image_embeds.shape[0], all_text_embeds.shape[0]
+    if image_embeds.dim() != 2 or all_text_embeds.shape != all_image_embeds.shape or not 0 <= offset <= n - b:
+        raise ValueError(f"need (b, D) local images inside (B, D) gathered embeddings at offset {offset}, got "
+                         f"{tuple(image_embeds.shape)}, {tuple(all_image_embeds.shape)}, {tuple(all_text_embeds.shape)}")
+    if n < 2:
+        raise ValueError("hn_nce_local_loss needs a global batch of at least 2 pairs (use hn_nce_loss for one).")
+    _check_weights(alpha, beta)
+    if chunk_size is not None and chunk_size < 1:
+        raise ValueError(f"chunk_size must be a positive number of rows or None, got {chunk_size}.")
+    dtype = _compute_dtype(image_embeds.dtype)
+    if not torch.is_tensor(logit_scale):
+        logit_scale = torch.tensor(float(logit_scale), dtype=dtype, device=image_embeds.device)
+    with torch.no_grad():
+        column_dots = (all_image_embeds.to(dtype) * all_text_embeds.to(dtype)).sum(1)  # (B,) I_j . T_j
+    with torch.autocast(image_embeds.device.type, enabled=False):
+        loss = _TiledHNNCE.apply(image_embeds, all_text_embeds, logit_scale, float(alpha), float(beta),
+                                 detach_weights, int(chunk_size or max(b, 1)), int(offset), column_dots,
+                                 reduce_columns)
     return loss.to(image_embeds.dtype)
 
 

@@ -47,6 +47,9 @@ def test_re_ranked_recalls_reach_the_model_index_in_percent(folder):
     assert values == {"image_to_text_recall_at_1": 70.0, "text_to_image_recall_at_1": 52.0,
                       "reranked_image_to_text_recall_at_1": 72.6, "reranked_text_to_image_recall_at_1": 53.9}
     assert "Recall@1 image→text, re-ranked 72.60" in str(card)
+    args = {r.metric_type: r.metric_args for r in card.data.eval_results}
+    assert args["reranked_image_to_text_recall_at_1"] == {"rerank_k": 256}
+    assert args["image_to_text_recall_at_1"] is None  # ranked by ITC alone: no re-ranking depth to report
 
 
 def test_the_upload_carries_every_remote_code_file_and_completes_a_bare_folder(folder, monkeypatch):

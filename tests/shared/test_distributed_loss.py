@@ -47,21 +47,28 @@ class TwoTowers(nn.Module):
 
 
 # Scenarios run by both processes in one spawn (starting processes costs seconds each):
-# name -> (rows per process, chunk_size, wrap the towers in DDP).
+# name -> (rows per process, chunk_size, wrap the towers in DDP, HN-NCE settings).
+DEFAULT = {"alpha": 1.0, "beta": 0.5}
 SCENARIOS = {
-    "ddp_dense": ([4, 4], None, True),
-    "ddp_chunked": ([4, 4], 3, True),
-    "unequal_rows": ([3, 5], None, False),
+    "ddp_dense": ([4, 4], None, True, DEFAULT),
+    "ddp_chunked": ([4, 4], 3, True, DEFAULT),
+    "unequal_rows": ([3, 5], None, False, DEFAULT),
+    # A process with one pair: its block of one row holds that column's positive and no negative of it.
+    "one_row_process": ([1, 6], None, False, DEFAULT),
+    "chunked_unequal": ([5, 2], 2, True, DEFAULT),
+    "decoupled": ([4, 4], None, True, {"alpha": 0.0, "beta": 0.5}),
+    "infonce": ([4, 4], 3, True, {"alpha": 1.0, "beta": 0.0}),
+    "detached_weights": ([3, 5], 2, True, {"alpha": 0.5, "beta": 1.0, "detach_weights": True}),
 }
 
 
-def _run_scenario(rank: int, world_size: int, sizes: list[int], chunk_size, use_ddp: bool) -> dict:
+def _run_scenario(rank: int, world_size: int, sizes: list[int], chunk_size, use_ddp: bool, settings: dict) -> dict:
     images, texts = make_data(sum(sizes))
     start = sum(sizes[:rank])
     mine = slice(start, start + sizes[rank])
     model = TwoTowers()
     wrapped = DistributedDataParallel(model) if use_ddp else model
-    loss = HNNCELoss(alpha=1.0, beta=0.5, chunk_size=chunk_size)(*wrapped(images[mine], texts[mine]))
+    loss = HNNCELoss(chunk_size=chunk_size, **settings)(*wrapped(images[mine], texts[mine]))
     loss.backward()
     if not use_ddp:  # average the per-process gradients as DDP would
         for param in model.parameters():
@@ -127,10 +134,10 @@ def two_process_results(tmp_path_factory):
     return [torch.load(out / f"rank{r}.pt") for r in range(2)]
 
 
-def single_process_reference(total: int, beta: float = 0.5):
+def single_process_reference(total: int, beta: float = 0.5, **settings):
     images, texts = make_data(total)
     model = TwoTowers()
-    loss = hn_nce_loss(*model(images, texts), alpha=1.0, beta=beta)
+    loss = hn_nce_loss(*model(images, texts), **{"alpha": 1.0, "beta": beta, **settings})
     loss.backward()
     return loss.detach(), {n: p.grad for n, p in model.named_parameters()}
 
@@ -143,6 +150,19 @@ def test_ddp_gradients_equal_single_process_global_batch(two_process_results, sc
         torch.testing.assert_close(result["loss"], ref_loss, rtol=1e-5, atol=1e-6)
         for name, grad in ref_grads.items():
             torch.testing.assert_close(result["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=name)
+
+
+@pytest.mark.parametrize("scenario", ["one_row_process", "chunked_unequal", "decoupled", "infonce",
+                                      "detached_weights"])
+def test_every_setting_and_split_over_two_processes_equals_one_process_on_the_global_batch(two_process_results,
+                                                                                         scenario):
+    sizes, _, _, settings = SCENARIOS[scenario]
+    ref_loss, ref_grads = single_process_reference(sum(sizes), **settings)
+    for per_rank in two_process_results:
+        result = per_rank[scenario]
+        torch.testing.assert_close(result["loss"], ref_loss, rtol=1e-5, atol=1e-6)
+        for name, grad in ref_grads.items():
+            torch.testing.assert_close(result["grads"][name], grad, rtol=1e-4, atol=1e-6, msg=f"{scenario}: {name}")
 
 
 def test_unequal_process_batches_still_give_global_batch_gradients(two_process_results):

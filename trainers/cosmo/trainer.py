@@ -137,8 +137,14 @@ class CosmoTrainer(ContrastiveTrainer):
         settings = {"loss": "ITC + ITM + MLM" if args.task == "pretrain" else "ITC + ITM",
                     "itc_loss": self.model.config.itc_loss, "itc_smoothing": args.itc_smoothing,
                     "hard_negative_mode": self.model.config.hard_negative_mode,
+                    "itc_scope": ("the global batch (all processes)" if args.itc_scope == "global"
+                                  else "each process's batch"),
                     "grouped_batches": args.task == "pretrain" and args.grouped_batches,
                     "connection_mining": self.miner is not None}
+        if settings["grouped_batches"]:
+            settings["grit_grouping"] = args.grit_grouping
+        if self.miner is not None:
+            settings["ecm_thresholds"] = f"p < {args.ecm_low}: negative; p > {args.ecm_high}: positive"
         if self._masker is not None:
             settings["mlm_probability"] = self._masker.masker.mlm_probability
         return settings

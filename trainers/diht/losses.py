@@ -7,12 +7,13 @@ https://arxiv.org/abs/2301.02280 (the hard-negative loss, HN-NCE; concept distil
 from __future__ import annotations
 
 import torch
+import torch.distributed as dist
 import torch.nn.functional as F
 
-from modeling_diht.loss_diht import hn_nce_loss, hn_nce_per_row
+from modeling_diht.loss_diht import hn_nce_local_loss, hn_nce_loss, hn_nce_per_row
 
 from ..contrastive_loss import GlobalBatchContrastiveLoss, Targets
-from ..distributed import rank_and_world_size
+from ..distributed import all_gather_with_grad, rank_and_world_size
 
 __all__ = ["HNNCELoss", "concept_distillation_loss"]
 
@@ -74,11 +75,45 @@ class HNNCELoss(GlobalBatchContrastiveLoss):
 
     def forward(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor, logit_scale: torch.Tensor | float,
                 image_targets: Targets = None, text_targets: Targets = None) -> torch.Tensor:
-        """See `GlobalBatchContrastiveLoss.forward`; each anchor's own pair is its positive by default."""
-        if rank_and_world_size()[1] == 1 and image_targets is None and text_targets is None:
+        """See `GlobalBatchContrastiveLoss.forward`; each anchor's own pair is its positive by default.
+
+        With the own pairs as positives (the default), the loss runs on the fused kernels: `hn_nce_loss` in one
+        process; across processes `hn_nce_local_loss`, which computes this process's rows of the global logits
+        once for both directions and combines the columns' statistics with one all-reduce. Other targets (column
+        indices of another positive) take the generic path: both directions' (b, B_global) rows in plain autograd.
+        """
+        if image_targets is not None or text_targets is not None:
+            return super().forward(image_embeds, text_embeds, logit_scale, image_targets, text_targets)
+        world_size = rank_and_world_size()[1] if self.gather else 1
+        if world_size == 1:
             return hn_nce_loss(image_embeds, text_embeds, logit_scale, self.alpha, self.beta,
                                detach_weights=self.detach_weights, chunk_size=self.chunk_size)
-        return super().forward(image_embeds, text_embeds, logit_scale, image_targets, text_targets)
+        if image_embeds.shape != text_embeds.shape:
+            raise ValueError(f"image_embeds {tuple(image_embeds.shape)} and text_embeds "
+                             f"{tuple(text_embeds.shape)} must have the same shape")
+        dim = image_embeds.shape[1]
+        gathered, offset = all_gather_with_grad(torch.cat([image_embeds, text_embeds], dim=1))  # (B_global, 2D)
+        all_images, all_texts = gathered[:, :dim], gathered[:, dim:]
+        if not torch.is_tensor(logit_scale):
+            logit_scale = torch.tensor(float(logit_scale), device=image_embeds.device)
+        loss = hn_nce_local_loss(image_embeds, all_images.detach(), all_texts, logit_scale, offset, self.alpha,
+                                 self.beta, detach_weights=self.detach_weights, chunk_size=self.chunk_size,
+                                 reduce_columns=all_reduce_column_statistics)
+        return loss * world_size  # the mean over processes is the global loss, as the generic path's
+
+
+def all_reduce_column_statistics(col_max: torch.Tensor, col_lse: list[torch.Tensor], factors) -> tuple:
+    """Combine every process's per-column statistics of its block of rows into those of all rows.
+
+    `col_lse[k]_j = log sum_r exp(factor_k (S_rj - col_max_j))` over this process's rows r; the global max
+    M_j = max over processes, and the global LSE is `log sum_p exp(col_lse_pj + factor_k (col_max_pj - M_j))`. A
+    column with no negative among a process's rows (max -inf) adds nothing. Two all-reduces of B and 2B numbers.
+    """
+    global_max = col_max.clone()
+    dist.all_reduce(global_max, op=dist.ReduceOp.MAX)
+    parts = torch.stack([(lse + factor * (col_max - global_max)).exp() for factor, lse in zip(factors, col_lse)])
+    dist.all_reduce(parts)  # (K, B) sums of exp relative to the global max
+    return global_max, list(parts.log().unbind(0))
 
 
 def concept_distillation_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
