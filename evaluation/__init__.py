@@ -6,6 +6,8 @@
   "a photo of {}." wrapping, optional re-ranking of the top k by a pair re-scorer (ALBEF/COSMO's ITM);
 - `ClassificationTask` / `RetrievalTask` bundle data and protocol and run inside `Trainer.evaluate`
   (`trainers.ContrastiveTrainer(eval_tasks=...)`); every result is an `EvaluationRecord`;
+- under `torch.distributed` each process encodes its shard of the rows (row i on process i mod W) and the
+  embeddings are gathered, so every process computes the same metrics (`encode_image_shards`, `sharding`);
 - `plot_retrievals` draws sample queries with their top-k results;
 - metrics as `evaluate` modules shipped in `evaluation/metrics/` (`load_metric`), loaded from disk, never the Hub.
 """
@@ -17,7 +19,16 @@ from .classification import (
     topk,
     zero_shot_classifier,
 )
-from .encoding import ImageBatchCollator, LazyImages, encode_images, encode_texts, features, image_batches
+from .encoding import (
+    ImageBatchCollator,
+    LazyImages,
+    encode_image_shards,
+    encode_images,
+    encode_text_shards,
+    encode_texts,
+    features,
+    image_batches,
+)
 from .metrics import load_metric
 from .plotting import Retrieval, plot_retrievals, sample_retrievals
 from .records import EvaluationRecord
@@ -46,7 +57,9 @@ __all__ = [
     "SIMPLE_TEMPLATES",
     "captions_per_image",
     "classification_metrics",
+    "encode_image_shards",
     "encode_images",
+    "encode_text_shards",
     "encode_texts",
     "evaluate_classification",
     "evaluate_image_classifier",

@@ -4,6 +4,10 @@ DiHT (Radenovic et al., CVPR 2023, https://arxiv.org/abs/2301.02280, zero-shot e
 https://arxiv.org/abs/2103.00020, §3.1.4): every class name is written into every prompt template; the classifier
 row of a class is the mean of its L2-normalised prompt embeddings, normalised again; logits are `100 · x · Wᵀ`;
 top-1 and top-5 accuracy.
+
+Under `torch.distributed` each process encodes its shard of the images (`encoding.encode_image_shards`); the class
+prompts are few, every process encodes them all; the metrics are computed on every process from the gathered
+embeddings, so they agree everywhere.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from collections.abc import Sequence
 import torch
 import torch.nn.functional as F
 
-from .encoding import encode_images, encode_texts, image_batches
+from .encoding import encode_image_shards, encode_texts, image_batches
 from .metrics import load_metric
 from .records import EvaluationRecord
 from .templates import OPENAI_IMAGENET_TEMPLATES
@@ -110,15 +114,16 @@ def evaluate_classification(model, tokenizer, image_processor, dataset, *, class
 
     Returns:
         An `EvaluationRecord` with `metrics` `top1`, `top5` (fractions), `num_images`, `num_classes`,
-        `skipped_images`.
+        `skipped_images`; under `torch.distributed` every process encodes only its shard of the images (row `i` on
+        process `i mod world_size`) and returns the record of the whole dataset.
     """
     check_columns(dataset, image_column, label_column)
     names = _class_names(dataset, label_column, class_names)
     model.eval()
     classifier = zero_shot_classifier(model, tokenizer, names, templates)  # (C, P)
-    batches = image_batches(dataset, image_processor, image_column=image_column, keep_columns=[label_column],
-                            batch_size=batch_size, num_workers=num_workers)
-    image_embeds, extras = encode_images(model, batches)  # (N, P)
+    image_embeds, extras = encode_image_shards(model, dataset, image_processor, image_column=image_column,
+                                               keep_columns=[label_column], batch_size=batch_size,
+                                               num_workers=num_workers)  # (N, P), every process the same
     labels = extras[label_column]
     record = EvaluationRecord(
         task="classification",

@@ -2,7 +2,9 @@
 
 Works on any model with CLIP's `get_image_features` / `get_text_features` (DiHT, `CLIPModel`, COSMO, a
 `PeftModel` around one) and on any `datasets` source. Images are decoded with `image_text_data.load_image` in
-DataLoader workers: an image that cannot be decoded is skipped and counted, never a crash in a worker.
+DataLoader workers: an image that cannot be decoded is skipped and counted, never a crash in a worker. Under
+`torch.distributed`, `encode_image_shards` and `encode_text_shards` have each process encode its shard (row
+`i mod world_size`) and gather the embeddings in row order (see `sharding`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
+from PIL import Image
 from torch.utils.data import DataLoader
 
 from image_text_data.images import (
@@ -24,7 +27,10 @@ from image_text_data.images import (
     resized_size,
 )
 
-__all__ = ["ImageBatchCollator", "LazyImages", "encode_images", "encode_texts", "features", "image_batches"]
+from .sharding import any_process, gather_encoded, gather_strided, process_shard
+
+__all__ = ["ImageBatchCollator", "LazyImages", "encode_image_shards", "encode_images", "encode_text_shards",
+           "encode_texts", "features", "image_batches"]
 
 
 def features(output: Any) -> torch.Tensor:
@@ -110,32 +116,39 @@ class ImageBatchCollator:
 
 
 class _IndexedRows(torch.utils.data.Dataset):
-    """`(index, row)` pairs of a map-style dataset, so the collator knows which rows it kept."""
+    """`(index, row)` pairs of the rows `shard_index::num_shards` of a map-style dataset, so the collator knows
+    which rows it kept."""
 
-    def __init__(self, dataset):
-        self.dataset = dataset
+    def __init__(self, dataset, num_shards: int = 1, shard_index: int = 0):
+        self.dataset, self.rows = dataset, range(shard_index, len(dataset), num_shards)
 
     def __len__(self) -> int:
-        return len(self.dataset)
+        return len(self.rows)
 
-    def __getitem__(self, index: int) -> tuple[int, dict]:
+    def __getitem__(self, position: int) -> tuple[int, dict]:
+        index = self.rows[position]
         return index, self.dataset[index]
 
 
 class _IndexedStream(torch.utils.data.IterableDataset):
-    """`(position, row)` pairs of a stream, read lazily: the stream is never held in memory."""
+    """`(position, row)` pairs of the rows of a stream whose position is `shard_index` modulo `num_shards`, read
+    lazily: the stream is never held in memory (the other rows are read past, not decoded)."""
 
-    def __init__(self, stream):
-        self.stream = stream
+    def __init__(self, stream, num_shards: int = 1, shard_index: int = 0):
+        self.stream, self.num_shards, self.shard_index = stream, num_shards, shard_index
 
     def __iter__(self) -> Iterator[tuple[int, dict]]:
-        return enumerate(self.stream)
+        return ((position, row) for position, row in enumerate(self.stream)
+                if position % self.num_shards == self.shard_index)
 
 
 def image_batches(dataset, image_processor, *, image_column: str = "image", keep_columns: Sequence[str] = (),
-                  batch_size: int = 64, num_workers: int = 0) -> DataLoader:
+                  batch_size: int = 64, num_workers: int = 0, num_shards: int = 1, shard_index: int = 0) -> DataLoader:
     """A DataLoader of preprocessed image batches (see `ImageBatchCollator`) over a map-style dataset or a stream
-    (a streaming `IterableDataset` yields rows lazily, in one process; their index is their position in it)."""
+    (a streaming `IterableDataset` yields rows lazily, in one process; their index is their position in it).
+
+    With `num_shards > 1` it covers only the rows whose index is `shard_index` modulo `num_shards` (one process's
+    shard, as `datasets.Dataset.shard(..., contiguous=False)`); `index` stays the row's index in the whole data."""
     from datasets import Image as ImageFeature
     from datasets import IterableDataset
 
@@ -143,9 +156,13 @@ def image_batches(dataset, image_processor, *, image_column: str = "image", keep
     if isinstance(feature, ImageFeature) and feature.decode:  # decode in the collator, where failures are counted
         dataset = dataset.cast_column(image_column, ImageFeature(decode=False))
     collator = ImageBatchCollator(image_processor, image_column, tuple(keep_columns))
+    if not 0 <= shard_index < num_shards:
+        raise ValueError(f"shard_index must be in [0, {num_shards}), got {shard_index}")
     if isinstance(dataset, IterableDataset):  # one worker: positions in a stream must stay in order
-        return DataLoader(_IndexedStream(dataset), batch_size=batch_size, collate_fn=collator, num_workers=0)
-    return DataLoader(_IndexedRows(dataset), batch_size=batch_size, collate_fn=collator, num_workers=num_workers)
+        return DataLoader(_IndexedStream(dataset, num_shards, shard_index), batch_size=batch_size,
+                          collate_fn=collator, num_workers=0)
+    return DataLoader(_IndexedRows(dataset, num_shards, shard_index), batch_size=batch_size, collate_fn=collator,
+                      num_workers=num_workers)
 
 
 @torch.inference_mode()
@@ -180,6 +197,80 @@ def encode_images(model, batches: Iterable[dict[str, Any]]) -> tuple[torch.Tenso
         raise ValueError("no image in the evaluation data could be decoded")
     extras["index"] = torch.cat(extras["index"]).tolist()
     return F.normalize(torch.cat(chunks).float(), dim=-1), extras
+
+
+@torch.inference_mode()
+def encode_image_shards(model, dataset, image_processor, *, image_column: str = "image",
+                        keep_columns: Sequence[str] = (), batch_size: int = 64,
+                        num_workers: int = 0) -> tuple[torch.Tensor, dict[str, Any]]:
+    """`encode_images(model, image_batches(dataset, ...))`, split between the processes of `torch.distributed`.
+
+    In one process it is exactly that. Under a process group of W processes, each encodes the rows `rank::W`
+    (uneven shards when W does not divide N; a stream is split while it is read) and the embeddings and extras of
+    all processes are gathered, sorted back into row order, with skip counts summed: every process returns what one
+    process would. The processes step together, one forward each per batch, a process without images at a step
+    forwarding a blank image (a ZeRO-3 forward is collective).
+
+    Returns:
+        `(embeddings, extras)` as `encode_images`, on every process.
+
+    Raises:
+        ValueError: no process could decode an image.
+    """
+    rank, world_size = process_shard()
+    options = dict(image_column=image_column, keep_columns=keep_columns, batch_size=batch_size,
+                   num_workers=num_workers)
+    if world_size == 1:
+        return encode_images(model, image_batches(dataset, image_processor, **options))
+    batches = iter(image_batches(dataset, image_processor, num_shards=world_size, shard_index=rank, **options))
+    device, dtype = _device_and_dtype(model)
+    blank = image_processor(Image.new("RGB", (32, 32)), return_tensors="pt")["pixel_values"].to(device, dtype)
+    chunks, extras = [], {"index": [], "skipped": 0, "skipped_large": 0, **{column: [] for column in keep_columns}}
+    while True:
+        batch = next(batches, None)
+        if not any_process(batch is not None):  # every process has run out
+            break
+        pixel_values = None if batch is None else batch["pixel_values"]
+        if batch is not None:
+            extras["skipped"] += int(batch["skipped"])
+            extras["skipped_large"] += int(batch["skipped_large"])
+        output = features(model.get_image_features(
+            pixel_values=blank if pixel_values is None else pixel_values.to(device, dtype)))  # (b, P)
+        if pixel_values is None:
+            chunks.append(output[:0])  # a blank step: nothing of it is kept
+            continue
+        chunks.append(output)
+        extras["index"] += batch["index"].tolist()
+        for column in keep_columns:
+            extras[column].extend(batch[column])
+    local = F.normalize(torch.cat(chunks).float(), dim=-1) if chunks else None  # (n_rank, P)
+    return gather_encoded(local, extras)
+
+
+@torch.inference_mode()
+def encode_text_shards(model, tokenizer, texts: Sequence[str], *, batch_size: int = 256) -> torch.Tensor:
+    """`encode_texts(model, tokenizer, texts)`, split between the processes of `torch.distributed`.
+
+    In one process it is exactly that. Under W processes each encodes the texts `rank::W` and the embeddings are
+    gathered back into the order of `texts`. Every process runs as many forwards as the one with the most texts
+    (a ZeRO-3 forward is collective): one that has run out forwards the first text again and drops the result.
+
+    Returns:
+        `(len(texts), P)` float32 unit rows on the model's device, on every process.
+    """
+    rank, world_size = process_shard()
+    if world_size == 1:
+        return encode_texts(model, tokenizer, texts, batch_size=batch_size)
+    mine = list(texts[rank::world_size])
+    forwards = -(-len(texts[0::world_size]) // batch_size)  # rank 0 holds the most texts: its number of batches
+    device, _ = _device_and_dtype(model)
+    chunks = []
+    for step in range(forwards):
+        batch = mine[step * batch_size:(step + 1) * batch_size]
+        tokens = tokenizer(batch or list(texts[:1]), padding=True, truncation=True, return_tensors="pt")
+        output = features(model.get_text_features(**tokens.to(device))).float()  # (b, P)
+        chunks.append(output if batch else output[:0])  # a blank step keeps the processes in step
+    return gather_strided(F.normalize(torch.cat(chunks), dim=-1), len(texts))
 
 
 class LazyImages(Sequence):

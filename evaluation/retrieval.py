@@ -7,7 +7,14 @@ image-text matching score (k = 256 on COCO, 128 on Flickr): `evaluate_retrieval(
 reports both the similarity-only and the re-ranked recalls.
 
 The similarity matrix is never held whole: each direction takes the top-k of query chunks against the gallery, so
-a gallery of 100k images and 500k captions needs memory for one chunk of rows, not for the N_img × N_txt matrix.
+a gallery of 100k images and 500k captions needs memory for one chunk of rows (2^25 similarities, 128 MB), the
+embeddings and the `(N, k)` rankings, not for the N_img × N_txt matrix.
+
+Under `torch.distributed` each process encodes its shard of the images and of the texts (row `i` on process
+`i mod world_size`, `encoding.encode_image_shards` / `encode_text_shards`) and ranks its shard of the queries of
+both directions against the whole gathered gallery; the rankings are gathered, so every process computes the same
+recalls. Re-ranking runs on every process over every query, as in one process (a re-scorer's forwards stay the same
+on all processes, which a ZeRO-3 model needs).
 """
 
 from __future__ import annotations
@@ -18,9 +25,10 @@ from typing import Any
 import torch
 
 from .classification import check_columns
-from .encoding import LazyImages, encode_images, encode_texts, image_batches
+from .encoding import LazyImages, encode_image_shards, encode_text_shards
 from .metrics import load_metric
 from .records import EvaluationRecord
+from .sharding import gather_strided, process_shard
 
 __all__ = ["PairRescorer", "captions_per_image", "evaluate_retrieval", "rank_gallery", "recall_metrics",
            "rerank", "retrieval_metrics"]
@@ -50,6 +58,17 @@ def rank_gallery(queries: torch.Tensor, gallery: torch.Tensor, k: int,
     chunk_size = chunk_size or max(1, _CHUNK_ELEMENTS // max(1, gallery.shape[0]))
     return torch.cat([(queries[start:start + chunk_size] @ gallery.t()).topk(k, dim=1).indices
                       for start in range(0, queries.shape[0], chunk_size)])
+
+
+def _rank_query_shards(queries: torch.Tensor, gallery: torch.Tensor, k: int) -> torch.Tensor:
+    """`rank_gallery` of every query, each process ranking the queries `rank::world_size` (gathered back)."""
+    rank, world_size = process_shard()
+    if world_size == 1:
+        return rank_gallery(queries, gallery, k)
+    mine = queries[rank::world_size]  # (⌈Q / W⌉ or fewer, P)
+    ranked = (rank_gallery(mine, gallery, k) if len(mine) else
+              torch.empty((0, min(k, gallery.shape[0])), dtype=torch.long, device=queries.device))
+    return gather_strided(ranked, queries.shape[0])
 
 
 def captions_per_image(text_to_image: Sequence[int], num_images: int) -> list[list[int]]:
@@ -163,7 +182,8 @@ def evaluate_retrieval(model, tokenizer, image_processor, dataset, *, image_colu
 
     Returns:
         An `EvaluationRecord` with `metrics` `image_to_text_recall@k` and `text_to_image_recall@k` (and
-        `reranked_...` with a re-scorer), `num_images`, `num_texts`, `skipped_images`.
+        `reranked_...` with a re-scorer), `num_images`, `num_texts`, `skipped_images`; under `torch.distributed`
+        every process encodes only its shards of the images and texts and returns the record of the whole dataset.
     """
     check_columns(dataset, image_column, caption_column)
     if caption_template is not None and caption_template.count("{}") != 1:
@@ -171,18 +191,18 @@ def evaluate_retrieval(model, tokenizer, image_processor, dataset, *, image_colu
     if rescorer is not None and not hasattr(dataset, "__getitem__"):
         raise ValueError("re-ranking decodes the candidate images again: it needs a map-style dataset, not a stream")
     model.eval()
-    batches = image_batches(dataset, image_processor, image_column=image_column, keep_columns=[caption_column],
-                            batch_size=batch_size, num_workers=num_workers)
-    image_embeds, extras = encode_images(model, batches)  # (N_img, P); captions of skipped images are dropped too
+    image_embeds, extras = encode_image_shards(  # (N_img, P); captions of skipped images are dropped too
+        model, dataset, image_processor, image_column=image_column, keep_columns=[caption_column],
+        batch_size=batch_size, num_workers=num_workers)
     texts, text_to_image = [], []
     for image, cell in enumerate(extras[caption_column]):
         for caption in _captions(cell, caption_column):
             texts.append(caption_template.format(caption) if caption_template else caption)
             text_to_image.append(image)
-    text_embeds = encode_texts(model, tokenizer, texts)  # (N_txt, P)
+    text_embeds = encode_text_shards(model, tokenizer, texts)  # (N_txt, P)
     depth = max(max(ks), rerank_k if rescorer is not None else 0)
-    image_to_text = rank_gallery(image_embeds, text_embeds, depth)  # (N_img, depth)
-    text_to_image_ranked = rank_gallery(text_embeds, image_embeds, depth)  # (N_txt, depth)
+    image_to_text = _rank_query_shards(image_embeds, text_embeds, depth)  # (N_img, depth)
+    text_to_image_ranked = _rank_query_shards(text_embeds, image_embeds, depth)  # (N_txt, depth)
     metrics = recall_metrics(image_to_text, text_to_image_ranked, text_to_image, ks)
     protocol: dict[str, Any] = {"caption_template": caption_template}
     if rescorer is not None:

@@ -246,7 +246,12 @@ class ContrastiveTrainer(Trainer):
 
     def evaluate(self, eval_dataset=None, ignore_keys: list[str] | None = None,
                  metric_key_prefix: str = "eval") -> dict[str, float]:
-        """`Trainer.evaluate`, plus the zero-shot `eval_tasks` as `<prefix>_<task>_<metric>` metrics."""
+        """`Trainer.evaluate`, plus the zero-shot `eval_tasks` as `<prefix>_<task>_<metric>` metrics.
+
+        Every process runs every task; under DDP each encodes only its shard of the task's rows and the embeddings
+        are gathered (`evaluation.encode_image_shards`), so the metrics are those of one process over all the data,
+        the same on every process: `metric_for_best_model` and early stopping decide alike everywhere, and the main
+        process logs them."""
         if not self.eval_tasks:
             return super().evaluate(eval_dataset, ignore_keys, metric_key_prefix)
         metrics: dict[str, float] = {}

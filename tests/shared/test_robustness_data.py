@@ -453,8 +453,10 @@ trainer = DiHTTrainer(model=tiny_model(tokenizer), args=args, train_dataset=Data
                       data_collator=Recording(collator_for(tokenizer)), batch_sampler=Batches)
 trainer.train()
 losses = [entry["loss"] for entry in trainer.state.log_history if "loss" in entry]
-print("RESULT " + json.dumps({"rank": args.process_index, "stand_ins": served[:3], "losses": losses,
-                              "counts": trainer.skipped_counts}), flush=True)
+# One file per process: the two processes' stdout lines may interleave.
+with open(f"{sys.argv[1]}/result{args.process_index}.json", "w") as out:
+    json.dump({"rank": args.process_index, "stand_ins": served[:3], "losses": losses,
+               "counts": trainer.skipped_counts}, out)
 trainer.accelerator.end_training()
 '''
 
@@ -478,8 +480,7 @@ def test_with_two_processes_a_stand_in_on_one_zero_weights_the_step_on_both_and_
                str(script), str(tmp_path / "out")]
     done = subprocess.run(command, cwd=root, env=environment, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-6000:]
-    results = sorted((json.loads(line[len("RESULT "):]) for line in done.stdout.splitlines()
-                      if line.startswith("RESULT ")), key=lambda result: result["rank"])
+    results = [json.loads((tmp_path / "out" / f"result{rank}.json").read_text()) for rank in range(2)]
     assert [r["stand_ins"] for r in results] == [[1, 0, 0], [0, 0, 0]]  # only process 0 met the broken batch
     for result in results:
         assert result["losses"][0] == 0.0 and all(loss > 0 for loss in result["losses"][1:])
