@@ -61,7 +61,14 @@ from image_text_data.demo import (
 )
 from modeling_diht import DiHTConfig, DiHTModel
 from modeling_diht.processing_diht import build_image_processor, build_tokenizer
-from trainers import DiHTTrainer, DiHTTrainingArguments, diht_collator, diht_train_transform, plot_training_curves
+from trainers import (
+    DiHTTrainer,
+    DiHTTrainingArguments,
+    diht_collator,
+    diht_train_transform,
+    plot_training_curves,
+    tiny_diht_config,
+)
 from trainers.loading import (
     LoadError,
     load_image_processor,
@@ -120,19 +127,6 @@ def demo_defaults() -> list[str]:
             "--learning_rate", "1e-3", "--weight_decay", "0.1", "--warmup_steps", "40", "--logging_steps", "20",
             "--lr_scheduler_type", "cosine", "--save_strategy", "no", "--report_to", "none", "--seed", "0",
             "--dataloader_pin_memory", str(torch.cuda.is_available()).lower()]
-
-
-def tiny_diht_config(tokenizer, image_size: int, training: DiHTTrainingArguments, num_concepts: int) -> DiHTConfig:
-    """The demo's DiHT: two layers of width 128 in each tower, 4 px patches, the word tokenizer's vocabulary."""
-    tower = {"hidden_size": 128, "intermediate_size": 512, "num_hidden_layers": 2, "num_attention_heads": 4}
-    return DiHTConfig(
-        text_config={**tower, "vocab_size": len(tokenizer), "max_position_embeddings": tokenizer.model_max_length,
-                     "pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
-                     "eos_token_id": tokenizer.eos_token_id},
-        vision_config={**tower, "image_size": image_size, "patch_size": 4},
-        projection_dim=64, hn_nce_alpha=training.hn_nce_alpha, hn_nce_beta=training.hn_nce_beta,
-        concept_head_sizes={"concepts": num_concepts} if num_concepts else None,
-    )
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -204,7 +198,8 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer = build_word_tokenizer([*pool[caption_column], *(template.format(name) for name in names)])
         image_processor = CLIPImageProcessor(size={"shortest_edge": demo.image_size},
                                              crop_size={"height": demo.image_size, "width": demo.image_size})
-        model = DiHTModel(tiny_diht_config(tokenizer, demo.image_size, training, len(vocabulary)))
+        model = DiHTModel(tiny_diht_config(tokenizer, demo.image_size, num_concepts=len(vocabulary),
+                                           hn_nce_alpha=training.hn_nce_alpha, hn_nce_beta=training.hn_nce_beta))
     else:
         source = model_args.model_name_or_path
         overrides = dict(hn_nce_alpha=training.hn_nce_alpha, hn_nce_beta=training.hn_nce_beta)

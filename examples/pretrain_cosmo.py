@@ -66,6 +66,8 @@ from trainers import (
     cosmo_train_transform,
     mining_quality,
     plot_training_curves,
+    tiny_cosmo_config,
+    train_demo_discriminator,
 )
 from trainers.loading import LoadError, load_image_processor, load_pretrained_model, load_tokenizer
 
@@ -117,21 +119,6 @@ def demo_defaults() -> list[str]:
             "--ecm_history", "1000000", "--dataloader_pin_memory", str(torch.cuda.is_available()).lower()]
 
 
-def tiny_cosmo_config(tokenizer, image_size: int, width: int = 64) -> CosmoConfig:
-    """The demo's COSMO: a 2-layer ViT on 4 px patches, 4 text layers of which the last 2 fuse, no dropout, weights
-    initialised with std 1/sqrt(width) (BERT's and ViT's 0.02 suit width 768-1024; a narrow model trained from
-    scratch learns several times slower with it)."""
-    init = {"hidden_size": width, "intermediate_size": 4 * width, "num_attention_heads": 4,
-            "initializer_range": width**-0.5}
-    return CosmoConfig(
-        text_config={**init, "num_hidden_layers": 4, "fusion_layer": 2, "vocab_size": len(tokenizer),
-                     "max_position_embeddings": tokenizer.model_max_length, "pad_token_id": tokenizer.pad_token_id,
-                     "hidden_dropout_prob": 0.0, "attention_probs_dropout_prob": 0.0},
-        vision_config={**init, "num_hidden_layers": 2, "image_size": image_size, "patch_size": 4},
-        embed_dim=32, initializer_range=width**-0.5,
-    )
-
-
 def build_model(model_args: CosmoModelArguments) -> CosmoForPreTraining:
     """The model to train: a checkpoint, BERT + ViT warm start, a preset or a config (in that order of preference)."""
     if model_args.model_name_or_path:  # every weight from the checkpoint, or a message naming what is missing
@@ -181,41 +168,6 @@ def chance_recall(num_images: int, captions_per_image: int, k: int) -> dict[str,
             f"image_to_text_recall@{k}": 1.0 - math.comb(texts - captions_per_image, k) / math.comb(texts, k)}
 
 
-def train_demo_discriminator(folder: Path, tokenizer, image_processor, demo: CosmoDemoArguments,
-                             training: CosmoTrainingArguments) -> Path:
-    """Train and save the demo's discriminator: a COSMO model on scenes of its own, whose every caption is a
-    positive of every image of its class (`image_id` = the class), with uniformly drawn ITM negatives, so that its
-    ITM head learns the demo's true matches. A real run uses a pre-trained ITM model instead (a COSMO/ALBEF
-    checkpoint, or BLIP)."""
-    scenes = build_grouped_scenes(demo.num_discriminator_images, image_size=2 * demo.image_size,
-                                  seed=training.seed + 2)
-    scenes = with_index(undecoded(scenes, "image").remove_columns("image_id").rename_column("label", "image_id"))
-    args = CosmoTrainingArguments(
-        output_dir=str(folder / "discriminator_run"), per_device_train_batch_size=training.per_device_train_batch_size,
-        num_train_epochs=demo.discriminator_epochs, learning_rate=training.learning_rate, warmup_steps=20,
-        weight_decay=training.weight_decay, lr_scheduler_type="cosine", logging_steps=training.logging_steps,
-        save_strategy="no", report_to="none", seed=training.seed, use_cpu=training.use_cpu,
-        disable_tqdm=training.disable_tqdm, dataloader_pin_memory=training.dataloader_pin_memory,
-        grouped_batches=False, connection_mining=False, itc_smoothing=0.0,
-    )
-    set_seed(training.seed + 2)
-    config = tiny_cosmo_config(tokenizer, demo.image_size)
-    # Uniform ITM negatives: a matcher calibrated over all pairs. Trained on the hardest negatives only, a model this
-    # small from scratch predicts the class prior for every pair (itm_prior_loss) for hundreds of steps.
-    config.hard_negative_mode = "random"
-    model = CosmoForPreTraining(config)
-    collator = ImageTextCollator(tokenizer, image_processor,
-                                 train_transform=cosmo_train_transform(demo.image_size, scale=(0.8, 1.0)),
-                                 add_ons=[MaskedCaptions(tokenizer, model.config.mlm_probability, seed=args.seed)],
-                                 top_up=False, seed=args.seed)
-    trainer = CosmoTrainer(model=model, args=args, train_dataset=scenes, data_collator=collator)
-    trainer.train()
-    path = folder / "discriminator"
-    trainer.save_model(str(path))
-    trainer.accelerator.wait_for_everyone()  # every process loads it next
-    return path
-
-
 def main(argv: list[str] | None = None) -> dict:
     # 1. Arguments: the demo's defaults first, so that the command line overrides them.
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -245,8 +197,14 @@ def main(argv: list[str] | None = None) -> dict:
         tokenizer = build_wordpiece_tokenizer([*train["caption"], *(template.format(name) for name in names)])
         image_processor = cosmo_image_processor(demo.image_size)
         if pretraining and training.connection_mining and not training.discriminator:
-            training.discriminator = str(train_demo_discriminator(output_dir, tokenizer, image_processor, demo,
-                                                                  training))
+            scenes = undecoded(build_grouped_scenes(demo.num_discriminator_images, image_size=render_size,
+                                                    seed=training.seed + 2), "image")
+            training.discriminator = str(train_demo_discriminator(
+                scenes, output_dir, tokenizer, image_processor, image_size=demo.image_size,
+                epochs=demo.discriminator_epochs, batch_size=training.per_device_train_batch_size,
+                learning_rate=training.learning_rate, weight_decay=training.weight_decay, seed=training.seed,
+                disable_tqdm=training.disable_tqdm, logging_steps=training.logging_steps, use_cpu=training.use_cpu,
+                dataloader_pin_memory=training.dataloader_pin_memory))
         set_seed(training.seed)
         model = CosmoForPreTraining(tiny_cosmo_config(tokenizer, demo.image_size))
         eval_info = {"name": "synthetic scenes (demo)", "type": "synthetic-scenes", "split": "held-out"}

@@ -28,7 +28,7 @@ import sys
 from pathlib import Path
 
 import torch
-from datasets import Dataset, Features, Image, Value
+from datasets import Dataset, Features, Image, Sequence, Value
 from PIL import Image as PILImage
 from PIL import ImageDraw, ImageFont
 from torch import nn
@@ -37,6 +37,9 @@ from transformers import PreTrainedTokenizerFast
 __all__ = ["CLASS_PROMPT", "CLASS_TEMPLATE", "CONCEPTS", "DEMO_CHECKPOINT", "KINDS", "build_grouped_scenes",
            "build_scenes", "build_wordpiece_tokenizer", "build_word_tokenizer", "class_names", "concept_ids",
            "ensure_demo_checkpoint", "render", "train_demo_teacher"]
+# Two-object scenes with relations (the ablation benchmark's data, issue 14).
+__all__ += ["RELATION_TEMPLATES", "TWIN_KINDS", "build_relation_scenes", "relation_caption", "relation_class_names",
+            "relation_match_table", "relation_objects", "relation_twins", "render_relation", "train_relation_teacher"]
 
 COLORS = {"red": (220, 40, 40), "green": (40, 170, 60), "blue": (40, 70, 220), "yellow": (235, 210, 40),
           "purple": (140, 50, 170)}
@@ -320,3 +323,265 @@ def ensure_demo_checkpoint(path: str, pretrain_script: str | Path) -> None:
     done = subprocess.run([sys.executable, str(script), "--output_dir", str(Path(path).parent)])
     if done.returncode != 0:
         raise RuntimeError(f"the pretraining demo ({script}) failed with exit code {done.returncode}")
+
+
+# ---- two-object scenes with relations: planted hard negatives, false negatives and CAT noise (issue 14) -----------------
+
+# A smaller palette than the single-object scenes: with 3 colours x 3 shapes = 9 objects there are 72 ordered pairs,
+# so a random batch of 64 holds several of every caption's one-change twins (the hard negatives HN-NCE and GRIT are
+# about) and a few scenes of its own class (the false negatives ECM is about).
+RELATION_COLORS = ("red", "green", "blue")
+RELATION_SHAPES = ("circle", "square", "triangle")
+# Verbs that both CAT parsers read as an action with a subject in these templates.
+RELATION_VERBS = ("sits", "stands", "rests", "lies")
+# {a} is the object on the left, {b} the one on the right: both templates are true of the same scene.
+RELATION_TEMPLATES = ("a {a} {verb} to the left of a {b}", "a {b} {verb} to the right of a {a}")
+RELATION_CLASS = "{a} to the left of a {b}"  # a zero-shot class name, for CLASS_TEMPLATE ("a photo of a {}")
+# CAT noise of these scenes: captions without an action also lack the relation (web alt-text style), and low-complexity
+# captions name at most one shape.
+RELATION_NO_ACTION_TEMPLATES = ("a {a} and a {b}", "{a}, {b}", "a photo of a {a} and a {b}")
+TWIN_KINDS = ("attribute", "object", "relation")
+
+
+def relation_objects(colors: tuple[str, ...] = RELATION_COLORS,
+                     shapes: tuple[str, ...] = RELATION_SHAPES) -> list[str]:
+    """The objects of the two-object scenes ("red circle", ...), in a fixed order."""
+    return [f"{color} {shape}" for color in colors for shape in shapes]
+
+
+def relation_class_names(colors: tuple[str, ...] = RELATION_COLORS,
+                         shapes: tuple[str, ...] = RELATION_SHAPES) -> list[str]:
+    """The classes of the two-object scenes: every ordered pair of distinct objects, left one first, as a name
+    for `CLASS_TEMPLATE` ("red circle to the left of a blue square"). A class index is a scene's `label`."""
+    objects = relation_objects(colors, shapes)
+    return [RELATION_CLASS.format(a=a, b=b) for a in objects for b in objects if a != b]
+
+
+def _relation_pair(label: int, objects: list[str]) -> tuple[str, str]:
+    """The (left, right) objects of class `label` (the order of `relation_class_names`)."""
+    n = len(objects)
+    left, rest = divmod(label, n - 1)
+    right = rest + (rest >= left)
+    return objects[left], objects[right]
+
+
+def _relation_label(left: str, right: str, objects: list[str]) -> int:
+    i, j = objects.index(left), objects.index(right)
+    return i * (len(objects) - 1) + j - (j > i)
+
+
+def relation_caption(left: str, right: str, template: int, verb: str) -> str:
+    """A true caption of a scene with `left` to the left of `right`, in template `template` of
+    `RELATION_TEMPLATES`."""
+    return RELATION_TEMPLATES[template].format(a=left, b=right, verb=verb)
+
+
+def relation_twins(left: str, right: str, template: int, verb: str, rng: random.Random,
+                   colors: tuple[str, ...] = RELATION_COLORS,
+                   shapes: tuple[str, ...] = RELATION_SHAPES) -> dict[str, tuple[str, int]]:
+    """The one-change twins of a true caption: hard negatives that differ from it in exactly one word's meaning.
+
+    - `attribute`: one object's colour changed ("a red circle ..." -> "a green circle ...");
+    - `object`: one object's shape changed;
+    - `relation`: the relation reversed ("to the left of" <-> "to the right of", the same words otherwise).
+
+    Each twin describes another class (never the scene's own: a change that would make the two objects equal is not
+    drawn). Twins keep the template and the verb, so only the changed word tells them apart (DiHT's hard negatives,
+    arXiv 2301.02280 §3.3; GRIT-VLP's hard-negative ITM, arXiv 2208.04060).
+
+    Returns:
+        `{kind: (caption, label of the scene the twin describes)}` for every kind of `TWIN_KINDS`.
+    """
+    objects = relation_objects(colors, shapes)
+    twins = {}
+    for kind in ("attribute", "object"):
+        options = []
+        for side in (0, 1):
+            color, shape = (left, right)[side].split()
+            for value in (colors if kind == "attribute" else shapes):
+                if value in (color, shape):
+                    continue
+                changed = f"{value} {shape}" if kind == "attribute" else f"{color} {value}"
+                pair = (changed, right) if side == 0 else (left, changed)
+                if pair[0] != pair[1]:
+                    options.append(pair)
+        a, b = rng.choice(options)
+        twins[kind] = (relation_caption(a, b, template, verb), _relation_label(a, b, objects))
+    # Reversing the relation while keeping the words in place describes the mirrored scene.
+    twins["relation"] = (RELATION_TEMPLATES[template].format(a=right, b=left, verb=verb),
+                         _relation_label(right, left, objects))
+    return twins
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float, float], fill) -> None:
+    x0, y0, x1, y1 = box
+    if shape == "circle":
+        draw.ellipse(box, fill=fill)
+    elif shape == "square":
+        draw.rectangle(box, fill=fill)
+    elif shape == "triangle":
+        draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=fill)
+    else:  # star
+        cx, cy, outer = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
+        points = [(cx + r * math.sin(k * math.pi / 5), cy - r * math.cos(k * math.pi / 5))
+                  for k, r in zip(range(10), [outer, 0.4 * outer] * 5)]
+        draw.polygon(points, fill=fill)
+
+
+def render_relation(left: str, right: str, size: int, rng: random.Random, text: str | None = None) -> PILImage.Image:
+    """Draw two objects side by side, `left` in the left half and `right` in the right half, each at a random
+    height and scale on a noisy grey background; optionally write `text` over them (one word per line)."""
+    background = tuple(rng.randint(90, 160) for _ in range(3))
+    image = PILImage.new("RGB", (size, size), background)
+    draw = ImageDraw.Draw(image)
+    half = size / 2
+    for offset, name in ((0.0, left), (half, right)):
+        color, shape = name.split()
+        extent = rng.uniform(0.6, 0.9) * half
+        x0, y0 = offset + rng.uniform(0, half - extent), rng.uniform(0, size - extent)
+        fill = tuple(min(255, max(0, c + rng.randint(-25, 25))) for c in COLORS[color])
+        _draw_shape(draw, shape, (x0, y0, x0 + extent, y0 + extent), fill)
+    if text:
+        words = text.split()[:3]
+        font = ImageFont.load_default(size=max(8, size // (len(words) + 1)))
+        for line, word in enumerate(words):
+            draw.text((2, 2 + line * size / len(words)), word, fill=(255, 255, 255), font=font, stroke_width=1,
+                      stroke_fill=(0, 0, 0))
+    return image
+
+
+def build_relation_scenes(
+    num_images: int,
+    *,
+    captions_per_image: int = 1,
+    image_size: int = 64,
+    seed: int = 0,
+    low_complexity_share: float = 0.0,
+    no_action_share: float = 0.0,
+    text_share: float = 0.0,
+    with_twins: bool = False,
+    classes: list[int] | None = None,
+    colors: tuple[str, ...] = RELATION_COLORS,
+    shapes: tuple[str, ...] = RELATION_SHAPES,
+) -> Dataset:
+    """Two-object scenes whose captions carry a relation, with the structure an ablation needs planted and known.
+
+    Every image shows two distinct objects (colour and shape) side by side; its class (`label`, an index into
+    `relation_class_names`) is the ordered pair (left, right). Planted structure:
+
+    - **hard negatives** (`with_twins=True`): each row's caption comes with its one-attribute, one-object and
+      one-relation twins (`relation_twins`), each describing another class, so "true caption vs its twin" can be
+      scored;
+    - **false negatives**: `captions_per_image` different true captions per image (rows sharing `image_id`; the two
+      templates say the same relation from either side), and every caption describes every image of its class
+      equally well: the many-to-many match table is `label` equality (`relation_match_table`);
+    - **CAT-removable noise** (DiHT, arXiv 2301.02280 §3.1; the shares are expected fractions of images):
+      `low_complexity` captions (no attribute: "circle", "a picture"), `no_action` captions (objects without verb or
+      relation: "a red circle and a blue square"), and `text` images with the caption's words written on them;
+      `kind` says which (`KINDS`);
+    - **concepts a teacher can predict**: `concept_ids`, the colours and shapes in the image (indices into
+      `CONCEPTS`), for `train_relation_teacher`.
+
+    Args:
+        num_images: distinct images.
+        captions_per_image: rows per image (at most the number of verbs, 4).
+        image_size: side of the images in pixels.
+        seed: the dataset is a pure function of its arguments.
+        low_complexity_share, no_action_share, text_share: shares of images of each noisy kind (their rows all get
+            that kind; a noisy caption is drawn for every row).
+        with_twins: add `twin_captions` (one per `TWIN_KINDS`, in that order) and `twin_labels`.
+        classes: the class of each image, cycled (default: drawn at random); `list(range(72))` balances them.
+        colors, shapes: the palette (default 3 x 3).
+
+    Returns:
+        A `Dataset` with `image`, `caption`, `image_id`, `label`, `kind`, `concept_ids` (and the twin columns).
+    """
+    rng, twin_rng = random.Random(seed), random.Random(seed + 7919)  # twins do not change the scenes drawn
+    objects = relation_objects(colors, shapes)
+    num_classes = len(objects) * (len(objects) - 1)
+    if not 1 <= captions_per_image <= len(RELATION_VERBS):
+        raise ValueError(f"captions_per_image must be in [1, {len(RELATION_VERBS)}], got {captions_per_image}")
+    shares = {"low_complexity": low_complexity_share, "no_action": no_action_share, "text": text_share}
+    columns = ["image", "caption", "image_id", "label", "kind", "concept_ids"]
+    if with_twins:
+        columns += ["twin_captions", "twin_labels"]
+    rows: dict[str, list] = {name: [] for name in columns}
+    for image_id in range(num_images):
+        label = classes[image_id % len(classes)] if classes else rng.randrange(num_classes)
+        left, right = _relation_pair(label, objects)
+        draw, kind = rng.random(), "clean"
+        for name, share in shares.items():
+            if draw < share:
+                kind = name
+                break
+            draw -= share
+        # Templates alternate, so that two captions of an image say the relation from either side; verbs differ.
+        first, verbs = rng.randrange(len(RELATION_TEMPLATES)), rng.sample(RELATION_VERBS, captions_per_image)
+        forms = [((first + i) % len(RELATION_TEMPLATES), verb) for i, verb in enumerate(verbs)]
+        written = f"{left} {right.split()[0]}" if kind == "text" else None
+        image = render_relation(left, right, image_size, rng, text=written)
+        concepts = sorted({CONCEPTS.index(word) for word in (*left.split(), *right.split())})
+        for template, verb in forms:
+            if kind == "low_complexity":
+                caption = rng.choice(LOW_COMPLEXITY_CAPTIONS).format(shape=rng.choice((left, right)).split()[1])
+            elif kind == "no_action":
+                caption = rng.choice(RELATION_NO_ACTION_TEMPLATES).format(a=left, b=right)
+            else:
+                caption = relation_caption(left, right, template, verb)
+            rows["image"].append(image)
+            rows["caption"].append(caption)
+            rows["image_id"].append(image_id)
+            rows["label"].append(label)
+            rows["kind"].append(kind)
+            rows["concept_ids"].append(concepts)
+            if with_twins:
+                twins = relation_twins(left, right, template, verb, twin_rng, colors, shapes)
+                rows["twin_captions"].append([twins[k][0] for k in TWIN_KINDS])
+                rows["twin_labels"].append([twins[k][1] for k in TWIN_KINDS])
+    features = {"image": Image(), "caption": Value("string"), "image_id": Value("int64"), "label": Value("int64"),
+                "kind": Value("string"), "concept_ids": Sequence(Value("int64"))}
+    if with_twins:
+        features.update(twin_captions=Sequence(Value("string")), twin_labels=Sequence(Value("int64")))
+    return Dataset.from_dict(rows, features=Features(features))
+
+
+def relation_match_table(image_labels, text_labels) -> torch.Tensor:
+    """The ground-truth many-to-many match table of two-object scenes: `(N_img, N_txt)` bools, True where the
+    caption describes the image (their classes are equal), whichever image the caption was written for."""
+    images = torch.as_tensor(list(image_labels)).view(-1, 1)
+    texts = torch.as_tensor(list(text_labels)).view(1, -1)
+    return images == texts
+
+
+def train_relation_teacher(image_size: int, *, num_images: int = 1500, steps: int = 300, batch_size: int = 64,
+                           seed: int = 0) -> nn.Module:
+    """A frozen multi-label concept teacher for the two-object scenes: timm's `test_efficientnet` trained to predict
+    the colours and shapes present (`concept_ids`, vocabulary `CONCEPTS`), on scenes of its own.
+
+    The stand-in for DiHT's strong frozen teacher (arXiv 2301.02280 §3.2), as `train_demo_teacher` is for the
+    single-object scenes; `curation.label_concepts(..., activation="sigmoid")` labels with it as with any timm model.
+    """
+    import timm
+    from timm.data import create_transform, resolve_data_config
+
+    torch.manual_seed(seed)
+    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=len(CONCEPTS))
+    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, image_size, image_size), "mean": _CLIP_MEAN,
+                            "std": _CLIP_STD, "crop_pct": 1.0, "interpolation": "bicubic",
+                            "label_names": list(CONCEPTS)}
+    transform = create_transform(**resolve_data_config({}, model=model))
+    scenes = build_relation_scenes(num_images, image_size=2 * image_size, seed=seed + 1000)
+    pixels = torch.stack([transform(image) for image in scenes["image"]])  # (N, 3, S, S)
+    targets = torch.zeros(len(scenes), len(CONCEPTS))  # (N, K) multi-hot colours + shapes
+    for row, ids in enumerate(scenes["concept_ids"]):
+        targets[row, ids] = 1.0
+    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        index = torch.randint(len(scenes), (batch_size,), generator=generator)
+        loss = nn.functional.binary_cross_entropy_with_logits(model(pixels[index]), targets[index])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    return model.eval().requires_grad_(False)

@@ -87,8 +87,9 @@ def pretraining_step(
     device = text_states.device
 
     # ITC --------------------------------------------------------------------------------------------------------------
-    if itc_targets is None and itc_targets_t2i is None and image_id is not None:
+    if itc_targets is None and itc_targets_t2i is None and image_id is not None and model.config.itc_loss != "hn_nce":
         itc_targets = itc_targets_from_ids(image_id.to(device))  # same-image pairs are positives (ALBEF's idx rule)
+    # HN-NCE has one positive per row: `image_id` still keeps same-image pairs out of the ITM negatives below.
     itc = model._itc_loss(outputs, itc_targets, itc_targets_t2i, itc_smoothing)
 
     # ITM --------------------------------------------------------------------------------------------------------------

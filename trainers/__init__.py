@@ -33,6 +33,7 @@ from .cosmo import (
     mask_rows,
     mining_quality,
 )
+from .demo_models import tiny_cosmo_config, tiny_diht_config, train_demo_discriminator
 from .diht import (
     ConceptTargets,
     DeltaBallProjectionCallback,
@@ -108,5 +109,8 @@ __all__ = [
     "rank_and_world_size",
     "sample_shots",
     "save_sampler_state",
+    "tiny_cosmo_config",
+    "tiny_diht_config",
+    "train_demo_discriminator",
     "with_lora",
 ]

@@ -237,6 +237,13 @@ def test_hn_nce_can_replace_the_itc_term(batch):
     torch.testing.assert_close(out.itc_loss, hn_nce_itc_loss(out.logits_per_image, out.logits_per_text, 1.0, 0.5))
     with pytest.raises(ValueError, match="hn_nce"):
         model(**batch, itc_targets=torch.eye(4))
+    # COCO-style data (two captions of one image): the ITC term stays HN-NCE over the own pairs, and the pair of
+    # the same image is still never an ITM negative.
+    image_id = torch.tensor([0, 0, 1, 2])
+    with_ids = model(**batch, image_id=image_id)
+    torch.testing.assert_close(with_ids.itc_loss, out.itc_loss)
+    same_image = image_id[with_ids.itm_pairs[:, 0]] == image_id[with_ids.itm_pairs[:, 1]]
+    assert bool((with_ids.itm_labels[same_image] == 1).all())
 
 
 def test_the_trainer_must_not_pass_loss_kwargs():
