@@ -216,6 +216,14 @@ def train_demo_teacher(image_size: int, *, num_images: int = 1500, steps: int = 
     `label_names` (the concept vocabulary `CONCEPTS`), which is what a teacher from the Hub carries, so
     `curation.label_concepts` treats it as any timm teacher.
     """
+    scenes = build_scenes(num_images, image_size=image_size, seed=seed + 1000)
+    return _train_concept_teacher(scenes["image"], [concept_ids(label) for label in scenes["label"]], image_size,
+                                  steps=steps, batch_size=batch_size, seed=seed)
+
+
+def _train_concept_teacher(images, concepts: list[list[int]], image_size: int, *, steps: int, batch_size: int,
+                           seed: int) -> nn.Module:
+    """timm's `test_efficientnet` fitted to multi-hot `concepts` (over `CONCEPTS`) of `images`, returned frozen."""
     import timm
     from timm.data import create_transform, resolve_data_config
 
@@ -225,16 +233,15 @@ def train_demo_teacher(image_size: int, *, num_images: int = 1500, steps: int = 
                             "std": _CLIP_STD, "crop_pct": 1.0, "interpolation": "bicubic",
                             "label_names": list(CONCEPTS)}
     transform = create_transform(**resolve_data_config({}, model=model))
-    scenes = build_scenes(num_images, image_size=image_size, seed=seed + 1000)
-    pixels = torch.stack([transform(image) for image in scenes["image"]])  # (N, 3, S, S)
-    targets = torch.zeros(len(scenes), len(CONCEPTS))  # (N, K) multi-hot colour + shape
-    for row, label in enumerate(scenes["label"]):
-        targets[row, concept_ids(label)] = 1.0
+    pixels = torch.stack([transform(image) for image in images])  # (N, 3, S, S)
+    targets = torch.zeros(len(concepts), len(CONCEPTS))  # (N, K) multi-hot colours + shapes
+    for row, ids in enumerate(concepts):
+        targets[row, ids] = 1.0
     optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
     generator = torch.Generator().manual_seed(seed)
     model.train()
     for _ in range(steps):
-        index = torch.randint(len(scenes), (batch_size,), generator=generator)
+        index = torch.randint(len(concepts), (batch_size,), generator=generator)
         loss = nn.functional.binary_cross_entropy_with_logits(model(pixels[index]), targets[index])
         optimizer.zero_grad()
         loss.backward()
@@ -561,27 +568,6 @@ def train_relation_teacher(image_size: int, *, num_images: int = 1500, steps: in
     The stand-in for DiHT's strong frozen teacher (arXiv 2301.02280 §3.2), as `train_demo_teacher` is for the
     single-object scenes; `curation.label_concepts(..., activation="sigmoid")` labels with it as with any timm model.
     """
-    import timm
-    from timm.data import create_transform, resolve_data_config
-
-    torch.manual_seed(seed)
-    model = timm.create_model("test_efficientnet", pretrained=False, num_classes=len(CONCEPTS))
-    model.pretrained_cfg = {**model.pretrained_cfg, "input_size": (3, image_size, image_size), "mean": _CLIP_MEAN,
-                            "std": _CLIP_STD, "crop_pct": 1.0, "interpolation": "bicubic",
-                            "label_names": list(CONCEPTS)}
-    transform = create_transform(**resolve_data_config({}, model=model))
     scenes = build_relation_scenes(num_images, image_size=2 * image_size, seed=seed + 1000)
-    pixels = torch.stack([transform(image) for image in scenes["image"]])  # (N, 3, S, S)
-    targets = torch.zeros(len(scenes), len(CONCEPTS))  # (N, K) multi-hot colours + shapes
-    for row, ids in enumerate(scenes["concept_ids"]):
-        targets[row, ids] = 1.0
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for _ in range(steps):
-        index = torch.randint(len(scenes), (batch_size,), generator=generator)
-        loss = nn.functional.binary_cross_entropy_with_logits(model(pixels[index]), targets[index])
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return model.eval().requires_grad_(False)
+    return _train_concept_teacher(scenes["image"], scenes["concept_ids"], image_size, steps=steps,
+                                  batch_size=batch_size, seed=seed)
