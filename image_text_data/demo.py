@@ -81,26 +81,45 @@ def render(color: str, shape: str, size: int, rng: random.Random, text: str | No
     draw = ImageDraw.Draw(image)
     extent = rng.uniform(0.45, 0.8) * size
     x0, y0 = rng.uniform(0, size - extent), rng.uniform(0, size - extent)
-    x1, y1 = x0 + extent, y0 + extent
     fill = tuple(min(255, max(0, c + rng.randint(-25, 25))) for c in COLORS[color])
+    _draw_shape(draw, shape, (x0, y0, x0 + extent, y0 + extent), fill)
+    if text:
+        _write_words(draw, text, size)
+    return image
+
+
+def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float, float], fill) -> None:
+    x0, y0, x1, y1 = box
     if shape == "circle":
-        draw.ellipse((x0, y0, x1, y1), fill=fill)
+        draw.ellipse(box, fill=fill)
     elif shape == "square":
-        draw.rectangle((x0, y0, x1, y1), fill=fill)
+        draw.rectangle(box, fill=fill)
     elif shape == "triangle":
         draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=fill)
     else:  # star: five points, inner radius 0.4 of the outer
-        cx, cy, outer = (x0 + x1) / 2, (y0 + y1) / 2, extent / 2
+        cx, cy, outer = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
         points = [(cx + r * math.sin(k * math.pi / 5), cy - r * math.cos(k * math.pi / 5))
                   for k, r in zip(range(10), [outer, 0.4 * outer] * 5)]
         draw.polygon(points, fill=fill)
-    if text:
-        words = text.split()[:3]
-        font = ImageFont.load_default(size=max(8, size // (len(words) + 1)))
-        for line, word in enumerate(words):
-            draw.text((2, 2 + line * size / len(words)), word, fill=(255, 255, 255), font=font, stroke_width=1,
-                      stroke_fill=(0, 0, 0))
-    return image
+
+
+def _write_words(draw: ImageDraw.ImageDraw, text: str, size: int) -> None:
+    """Up to three words of `text` in large white letters, one per line (the scenes CAT's text rule removes)."""
+    words = text.split()[:3]
+    font = ImageFont.load_default(size=max(8, size // (len(words) + 1)))
+    for line, word in enumerate(words):
+        draw.text((2, 2 + line * size / len(words)), word, fill=(255, 255, 255), font=font, stroke_width=1,
+                  stroke_fill=(0, 0, 0))
+
+
+def _draw_kind(rng: random.Random, shares: dict[str, float]) -> str:
+    """One of `shares`' kinds with its probability, else "clean" (one draw of `rng`)."""
+    draw = rng.random()
+    for name, share in shares.items():
+        if draw < share:
+            return name
+        draw -= share
+    return "clean"
 
 
 def _caption(kind: str, color: str, shape: str, rng: random.Random) -> str:
@@ -139,12 +158,7 @@ def build_scenes(
     for _ in range(num_samples):
         label = rng.randrange(len(names))
         color, shape = names[label].split()
-        draw, kind = rng.random(), "clean"
-        for name, share in shares.items():
-            if draw < share:
-                kind = name
-                break
-            draw -= share
+        kind = _draw_kind(rng, shares)
         caption = _caption(kind, color, shape, rng)
         written = f"{color} {shape}" if kind == "text" else None
         rows["image"].append(render(color, shape, image_size, rng, text=written))
@@ -420,21 +434,6 @@ def relation_twins(left: str, right: str, template: int, verb: str, rng: random.
     return twins
 
 
-def _draw_shape(draw: ImageDraw.ImageDraw, shape: str, box: tuple[float, float, float, float], fill) -> None:
-    x0, y0, x1, y1 = box
-    if shape == "circle":
-        draw.ellipse(box, fill=fill)
-    elif shape == "square":
-        draw.rectangle(box, fill=fill)
-    elif shape == "triangle":
-        draw.polygon([((x0 + x1) / 2, y0), (x0, y1), (x1, y1)], fill=fill)
-    else:  # star
-        cx, cy, outer = (x0 + x1) / 2, (y0 + y1) / 2, (x1 - x0) / 2
-        points = [(cx + r * math.sin(k * math.pi / 5), cy - r * math.cos(k * math.pi / 5))
-                  for k, r in zip(range(10), [outer, 0.4 * outer] * 5)]
-        draw.polygon(points, fill=fill)
-
-
 def render_relation(left: str, right: str, size: int, rng: random.Random, text: str | None = None) -> PILImage.Image:
     """Draw two objects side by side, `left` in the left half and `right` in the right half, each at a random
     height and scale on a noisy grey background; optionally write `text` over them (one word per line)."""
@@ -449,11 +448,7 @@ def render_relation(left: str, right: str, size: int, rng: random.Random, text: 
         fill = tuple(min(255, max(0, c + rng.randint(-25, 25))) for c in COLORS[color])
         _draw_shape(draw, shape, (x0, y0, x0 + extent, y0 + extent), fill)
     if text:
-        words = text.split()[:3]
-        font = ImageFont.load_default(size=max(8, size // (len(words) + 1)))
-        for line, word in enumerate(words):
-            draw.text((2, 2 + line * size / len(words)), word, fill=(255, 255, 255), font=font, stroke_width=1,
-                      stroke_fill=(0, 0, 0))
+        _write_words(draw, text, size)
     return image
 
 
@@ -516,12 +511,7 @@ def build_relation_scenes(
     for image_id in range(num_images):
         label = classes[image_id % len(classes)] if classes else rng.randrange(num_classes)
         left, right = _relation_pair(label, objects)
-        draw, kind = rng.random(), "clean"
-        for name, share in shares.items():
-            if draw < share:
-                kind = name
-                break
-            draw -= share
+        kind = _draw_kind(rng, shares)
         # Templates alternate, so that two captions of an image say the relation from either side; verbs differ.
         first, verbs = rng.randrange(len(RELATION_TEMPLATES)), rng.sample(RELATION_VERBS, captions_per_image)
         forms = [((first + i) % len(RELATION_TEMPLATES), verb) for i, verb in enumerate(verbs)]

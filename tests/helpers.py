@@ -167,6 +167,19 @@ def save_tiny_checkpoint(folder, model, tokenizer) -> str:
 EXAMPLES = Path(__file__).resolve().parents[1] / "examples"
 
 
+def warm_start_inputs(root: Path) -> list[str]:
+    """A saved dataset of 32 scene pairs with teacher concepts and a tiny checkpoint folder (weights, tokenizer, image
+    processor) under `root`, as `pretrain.py` options: every launcher then starts from the same weights (ZeRO-3
+    initialises random weights partitioned, with other random draws)."""
+    from datasets import ClassLabel, List
+
+    data = scene_pairs(32, seed=7).cast_column("concept_ids", List(ClassLabel(names=list(CONCEPTS))))
+    data.save_to_disk(root / "data")
+    tokenizer = tokenizer_for(data)
+    save_tiny_checkpoint(root / "model", tiny_model(tokenizer), tokenizer)
+    return ["--dataset_path", str(root / "data"), "--model_name_or_path", str(root / "model")]
+
+
 def run_example(name: str, argv: list[str]) -> None:
     """Run `examples/<name>.py` with these command-line arguments, in this process, as `python` would run it
     (`runpy.run_path` with `__name__ == "__main__"`): the tests read what the command writes, as a user does."""

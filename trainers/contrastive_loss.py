@@ -130,15 +130,8 @@ class GlobalBatchContrastiveLoss(nn.Module):
         if image_embeds.shape != text_embeds.shape:
             raise ValueError(f"image_embeds {tuple(image_embeds.shape)} and text_embeds "
                              f"{tuple(text_embeds.shape)} must have the same shape")
-        _, world_size = rank_and_world_size()
-        if not self.gather:
-            world_size = 1
-        dim, local = image_embeds.shape[1], image_embeds.shape[0]
-        if world_size > 1:  # one collective for both modalities: (b, 2D) -> (B_global, 2D)
-            gathered, offset = all_gather_with_grad(torch.cat([image_embeds, text_embeds], dim=1))
-            all_images, all_texts = gathered[:, :dim], gathered[:, dim:]  # (B_global, D) each
-        else:
-            all_images, all_texts, offset = image_embeds, text_embeds, 0
+        local = image_embeds.shape[0]
+        all_images, all_texts, offset, world_size = self.gather_candidates(image_embeds, text_embeds)
         if self.detach_candidates:
             all_images, all_texts = all_images.detach(), all_texts.detach()
         num_candidates = all_images.shape[0]
@@ -154,6 +147,17 @@ class GlobalBatchContrastiveLoss(nn.Module):
                      else self._block_loss(*args))
             total = total + block
         return total * (world_size / num_candidates)
+
+    def gather_candidates(self, image_embeds: torch.Tensor, text_embeds: torch.Tensor):
+        """`(all_images, all_texts, offset, world_size)`: every process's `(B_global, D)` embeddings, gathered with
+        gradient in one collective for both modalities (this process's own when `gather` is off or alone), and the
+        global row of this process's first pair."""
+        world_size = rank_and_world_size()[1] if self.gather else 1
+        if world_size == 1:
+            return image_embeds, text_embeds, 0, 1
+        dim = image_embeds.shape[1]
+        gathered, offset = all_gather_with_grad(torch.cat([image_embeds, text_embeds], dim=1))  # (B_global, 2D)
+        return gathered[:, :dim], gathered[:, dim:], offset, world_size
 
     @staticmethod
     def _targets(targets: Targets, offset: int, local: int, num_candidates: int, device) -> torch.Tensor:

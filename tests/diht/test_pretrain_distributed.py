@@ -10,11 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-from datasets import ClassLabel, List
 from safetensors.torch import load_file
 
-from image_text_data.demo import CONCEPTS
-from tests.helpers import run_example, save_tiny_checkpoint, scene_pairs, tiny_model, tokenizer_for
+from tests.helpers import run_example, warm_start_inputs
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -27,15 +25,8 @@ ONE_SGD_STEP = ["--max_steps", "1", "--optim", "sgd", "--learning_rate", "0.5", 
 
 @pytest.fixture(scope="module")
 def local_inputs(tmp_path_factory) -> list[str]:
-    """A saved dataset with teacher concepts, and a tiny checkpoint folder (weights, tokenizer, image processor) to
-    warm-start from: every launcher then starts from the same weights (ZeRO-3 initialises random weights
-    partitioned, with other random draws)."""
-    root = tmp_path_factory.mktemp("inputs")
-    data = scene_pairs(32, seed=7).cast_column("concept_ids", List(ClassLabel(names=list(CONCEPTS))))
-    data.save_to_disk(root / "data")
-    tokenizer = tokenizer_for(data)
-    save_tiny_checkpoint(root / "model", tiny_model(tokenizer), tokenizer)
-    return ["--dataset_path", str(root / "data"), "--model_name_or_path", str(root / "model")]
+    """A saved dataset with concepts and a tiny checkpoint folder to warm-start from (`tests.helpers`)."""
+    return warm_start_inputs(tmp_path_factory.mktemp("inputs"))
 
 
 def weights_of(output_dir: Path) -> dict[str, torch.Tensor]:

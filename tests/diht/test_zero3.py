@@ -18,14 +18,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from datasets import ClassLabel, List
 from safetensors.torch import load_file, save_file
 from transformers.conversion_mapping import get_model_conversion_mapping
 from transformers.integrations import HfDeepSpeedConfig, unset_hf_deepspeed_config
 
-from image_text_data.demo import CONCEPTS
 from modeling_diht import DiHTModel
-from tests.helpers import ONE_SGD_STEP, run_example, save_tiny_checkpoint, scene_pairs, tiny_model, tokenizer_for
+from tests.helpers import ONE_SGD_STEP, run_example, warm_start_inputs
 from trainers.loading import sequential_zero3_gathers_on_cpu
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -33,13 +31,8 @@ ROOT = Path(__file__).resolve().parents[2]
 
 @pytest.fixture(scope="module")
 def local_inputs(tmp_path_factory) -> list[str]:
-    """A saved dataset with concepts, and a tiny checkpoint folder to warm-start from."""
-    root = tmp_path_factory.mktemp("zero3_inputs")
-    data = scene_pairs(32, seed=7).cast_column("concept_ids", List(ClassLabel(names=list(CONCEPTS))))
-    data.save_to_disk(root / "data")
-    tokenizer = tokenizer_for(data)
-    save_tiny_checkpoint(root / "model", tiny_model(tokenizer), tokenizer)
-    return ["--dataset_path", str(root / "data"), "--model_name_or_path", str(root / "model")]
+    """A saved dataset with concepts and a tiny checkpoint folder to warm-start from (`tests.helpers`)."""
+    return warm_start_inputs(tmp_path_factory.mktemp("zero3_inputs"))
 
 
 def start_weights(local_inputs: list[str]) -> dict[str, torch.Tensor]:

@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from modeling_diht.loss_diht import hn_nce_local_loss, hn_nce_loss, hn_nce_per_row
 
 from ..contrastive_loss import GlobalBatchContrastiveLoss, Targets
-from ..distributed import all_gather_with_grad, rank_and_world_size
+from ..distributed import rank_and_world_size
 
 __all__ = ["HNNCELoss", "concept_distillation_loss"]
 
@@ -84,16 +84,13 @@ class HNNCELoss(GlobalBatchContrastiveLoss):
         """
         if image_targets is not None or text_targets is not None:
             return super().forward(image_embeds, text_embeds, logit_scale, image_targets, text_targets)
-        world_size = rank_and_world_size()[1] if self.gather else 1
-        if world_size == 1:
+        if (rank_and_world_size()[1] if self.gather else 1) == 1:
             return hn_nce_loss(image_embeds, text_embeds, logit_scale, self.alpha, self.beta,
                                detach_weights=self.detach_weights, chunk_size=self.chunk_size)
         if image_embeds.shape != text_embeds.shape:
             raise ValueError(f"image_embeds {tuple(image_embeds.shape)} and text_embeds "
                              f"{tuple(text_embeds.shape)} must have the same shape")
-        dim = image_embeds.shape[1]
-        gathered, offset = all_gather_with_grad(torch.cat([image_embeds, text_embeds], dim=1))  # (B_global, 2D)
-        all_images, all_texts = gathered[:, :dim], gathered[:, dim:]
+        all_images, all_texts, offset, world_size = self.gather_candidates(image_embeds, text_embeds)
         if not torch.is_tensor(logit_scale):
             logit_scale = torch.tensor(float(logit_scale), device=image_embeds.device)
         loss = hn_nce_local_loss(image_embeds, all_images.detach(), all_texts, logit_scale, offset, self.alpha,
